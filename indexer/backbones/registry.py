@@ -1,0 +1,42 @@
+"""The backbone registry: entries are data, registered by the family modules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from indexer.backbones.spec import BackboneSpec
+from indexer.errors import NotFound
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register(factory: Callable[[], BackboneSpec]) -> Callable[[], BackboneSpec]:
+    """Decorator for a function that returns a spec; the spec is registered under its name."""
+    spec = factory()
+    if spec.name in _REGISTRY:
+        raise ValueError(f"backbone {spec.name!r} registered twice")
+    _REGISTRY[spec.name] = spec
+    return factory
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    _ensure_families_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise NotFound(
+            f"unknown backbone {name!r}",
+            hint=f"choose one of: {', '.join(sorted(_REGISTRY))} (see `strata layers`)",
+        ) from None
+
+
+def list_backbones() -> list[BackboneSpec]:
+    _ensure_families_loaded()
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def _ensure_families_loaded() -> None:
+    # Importing a family module registers its entries.
+    from indexer.backbones import efficientnet_lite, torchvision_family  # noqa: F401
