@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -85,10 +86,8 @@ def extract(
                 x = batch.to(backbone.device, non_blocking=True).permute(0, 3, 1, 2).float()
                 x = (x - backbone.mean) / backbone.std
                 logits = None
-                try:
+                with contextlib.suppress(_StopForward):
                     logits = _forward(backbone.model, x)
-                except _StopForward:
-                    pass
         finally:
             for handle in handles:
                 handle.remove()

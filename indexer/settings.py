@@ -57,8 +57,14 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        positive = ("batch_size", "max_pixels", "max_k", "max_images_per_request",
-                    "max_message_bytes", "max_concurrent_requests")
+        positive = (
+            "batch_size",
+            "max_pixels",
+            "max_k",
+            "max_images_per_request",
+            "max_message_bytes",
+            "max_concurrent_requests",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"setting {name} must be positive, got {getattr(self, name)}")

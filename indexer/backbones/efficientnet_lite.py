@@ -75,7 +75,10 @@ def _lite_spec(variant: str, size: int, resize: int) -> BackboneSpec:
             load=_load_renamed,
         ),
         preprocessing=Preprocessing(
-            resize=resize, crop=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+            resize=resize,
+            crop=size,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
             interpolation="bicubic",
         ),
         presets=_PRESETS,

@@ -80,7 +80,5 @@ class BackboneCache:
         spec = get_backbone(name)
         with self._lock:
             if name not in self._loaded:
-                self._loaded[name] = load_backbone(
-                    spec, self.device, self._weights_files.get(name)
-                )
+                self._loaded[name] = load_backbone(spec, self.device, self._weights_files.get(name))
             return self._loaded[name]

@@ -58,36 +58,51 @@ def _spec(
 
 register(
     lambda: _spec(
-        "alexnet", "AlexNet", models.alexnet, models.AlexNet_Weights.IMAGENET1K_V1,
+        "alexnet",
+        "AlexNet",
+        models.alexnet,
+        models.AlexNet_Weights.IMAGENET1K_V1,
         # relu after conv1 (stride 4), relu after conv4 (stride 16), fc7 after relu.
         {"edges": "features.1", "parts": "features.9", "semantics": "classifier.5"},
     )
 )
 register(
     lambda: _spec(
-        "vgg16", "VGG-16", models.vgg16, models.VGG16_Weights.IMAGENET1K_V1,
+        "vgg16",
+        "VGG-16",
+        models.vgg16,
+        models.VGG16_Weights.IMAGENET1K_V1,
         # relu3_3 (stride 4), relu5_3 (stride 16), fc7 after relu.
         {"edges": "features.15", "parts": "features.29", "semantics": "classifier.4"},
     )
 )
 register(
     lambda: _spec(
-        "resnet50", "ResNet-50", models.resnet50, models.ResNet50_Weights.IMAGENET1K_V2,
+        "resnet50",
+        "ResNet-50",
+        models.resnet50,
+        models.ResNet50_Weights.IMAGENET1K_V2,
         {"edges": "layer1", "parts": "layer3", "semantics": "avgpool"},
     )
 )
 register(
     lambda: _spec(
-        "inception_v3", "Inception-v3", models.inception_v3,
+        "inception_v3",
+        "Inception-v3",
+        models.inception_v3,
         models.Inception_V3_Weights.IMAGENET1K_V1,
         {"edges": "Conv2d_4a_3x3", "parts": "Mixed_6e", "semantics": "avgpool"},
         # The published checkpoint carries the auxiliary head and expects input rescaling.
-        aux_logits=True, transform_input=True, init_weights=False,
+        aux_logits=True,
+        transform_input=True,
+        init_weights=False,
     )
 )
 register(
     lambda: _spec(
-        "mobilenet_v3_large", "MobileNetV3-Large", models.mobilenet_v3_large,
+        "mobilenet_v3_large",
+        "MobileNetV3-Large",
+        models.mobilenet_v3_large,
         models.MobileNet_V3_Large_Weights.IMAGENET1K_V2,
         # stride-4 block, stride-16 block, the 1,280-d hardswish before the logits.
         {"edges": "features.3", "parts": "features.12", "semantics": "classifier.1"},

@@ -1,0 +1,53 @@
+"""Everything a request needs, built once at start-up from Settings and passed around."""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from indexer.backbones.loader import BackboneCache, resolve_device
+from indexer.settings import Settings
+from indexer.store.database import create_database_engine, create_schema, make_session_factory
+from indexer.store.index_manager import IndexManager
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    backbones: BackboneCache
+    indexes: IndexManager
+    #: Decode/preprocess pool: Pillow releases the GIL while decoding and resizing.
+    decode_pool: ThreadPoolExecutor
+
+    @classmethod
+    def open(cls, settings: Settings) -> Context:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_database_engine(settings.resolved_database_url)
+        create_schema(engine)
+        sessions = make_session_factory(engine)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            backbones=BackboneCache(resolve_device(settings.device), settings.weights_files),
+            indexes=IndexManager(settings.data_dir / "indexes", sessions),
+            decode_pool=ThreadPoolExecutor(
+                max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="decode"
+            ),
+        )
+
+    def close(self) -> None:
+        """Save changed indexes, stop the pool, release database connections."""
+        saved = self.indexes.save_dirty()
+        log.info("saved %d index file(s) on close", saved)
+        self.decode_pool.shutdown(wait=True)
+        self.engine.dispose()

@@ -1,0 +1,80 @@
+"""Image bytes -> vectors: safe decode and preprocessing (in a thread pool), then batched
+forward passes that tap every requested layer at once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from indexer.backbones.loader import LoadedBackbone
+from indexer.backbones.spec import Preprocessing
+from indexer.errors import StrataError
+from indexer.extract import Features, extract, to_batch
+from indexer.images import DecodedImage, content_hash, decode_image
+from indexer.preprocess import prepare_pixels
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    name: str
+    content_hash: str
+    width: int
+    height: int
+    pixels: np.ndarray  # HxWx3 uint8, ready for the backbone
+
+
+def prepare_one(name: str, data: bytes, pre: Preprocessing, max_pixels: int) -> PreparedImage:
+    decoded: DecodedImage = decode_image(
+        data, name=name, max_pixels=max_pixels, min_side=pre.resize
+    )
+    return PreparedImage(
+        name=name,
+        content_hash=content_hash(data),
+        width=decoded.width,
+        height=decoded.height,
+        pixels=prepare_pixels(decoded.image, pre),
+    )
+
+
+def prepare_many(
+    named_bytes: Sequence[tuple[str, bytes]],
+    pre: Preprocessing,
+    max_pixels: int,
+    executor: Executor | None = None,
+) -> list[PreparedImage | StrataError]:
+    """Decode and preprocess each image; a bad one yields its error, the rest go on."""
+
+    def run(item: tuple[str, bytes]) -> PreparedImage | StrataError:
+        try:
+            return prepare_one(item[0], item[1], pre, max_pixels)
+        except StrataError as exc:
+            return exc
+
+    if executor is None or len(named_bytes) < 2:
+        return [run(item) for item in named_bytes]
+    return list(executor.map(run, named_bytes))
+
+
+def embed_prepared(
+    backbone: LoadedBackbone,
+    images: Sequence[PreparedImage],
+    layers: Sequence[str],
+    pooling: str,
+    batch_size: int,
+    with_logits: bool = False,
+) -> Features:
+    """Forward passes of at most `batch_size` images; results concatenated in order."""
+    parts: list[Features] = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        parts.append(
+            extract(backbone, to_batch([i.pixels for i in chunk]), layers, pooling, with_logits)
+        )
+    if not parts:
+        return Features({layer: np.zeros((0, 0), np.float32) for layer in layers})
+    vectors = {layer: np.concatenate([p.vectors[layer] for p in parts]) for layer in layers}
+    logits = np.concatenate([p.logits for p in parts]) if with_logits else None  # type: ignore[misc]
+    return Features(vectors, logits)

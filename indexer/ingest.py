@@ -1,0 +1,189 @@
+"""Adding images to a collection: decode, one forward pass per batch, SQL commit, then FAISS.
+
+An image is acknowledged only after its item and vector rows are committed. Re-adding the
+same uri with the same content is a no-op; new content at a known uri replaces its vectors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy.exc import IntegrityError
+
+from indexer.collections import CollectionInfo, get_collection
+from indexer.context import Context
+from indexer.embedding import PreparedImage, embed_prepared, prepare_many
+from indexer.errors import InvalidInput, StrataError
+from indexer.store import repository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    uri: str
+    data: bytes
+    labels: Sequence[str] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AddResult:
+    uri: str
+    status: str  # "added" | "replaced" | "unchanged" | "failed"
+    item_id: int | None = None
+    error: StrataError | None = None
+
+
+def add_images(ctx: Context, collection_name: str, inputs: Sequence[ImageInput]) -> list[AddResult]:
+    """Add a batch; one result per input, in order. Bad images fail alone."""
+    if len(inputs) > ctx.settings.max_images_per_request:
+        raise InvalidInput(
+            f"{len(inputs)} images in one call exceeds the limit of "
+            f"{ctx.settings.max_images_per_request}",
+            hint="send them in smaller batches (the streaming AddImages RPC does this for you)",
+        )
+    collection = get_collection(ctx, collection_name)
+    results: list[AddResult | None] = [None] * len(inputs)
+    for position, item in enumerate(inputs):
+        if not item.uri:
+            results[position] = AddResult(
+                item.uri,
+                "failed",
+                error=InvalidInput(
+                    "an image has an empty uri", hint="give every image a name or path"
+                ),
+            )
+    backbone = ctx.backbones.get(collection.backbone)
+    todo = [i for i, r in enumerate(results) if r is None]
+    prepared = prepare_many(
+        [(inputs[i].uri, inputs[i].data) for i in todo],
+        backbone.spec.preprocessing,
+        ctx.settings.max_pixels,
+        ctx.decode_pool,
+    )
+    good: list[tuple[int, PreparedImage]] = []
+    for position, outcome in zip(todo, prepared, strict=True):
+        if isinstance(outcome, StrataError):
+            results[position] = AddResult(inputs[position].uri, "failed", error=outcome)
+        else:
+            good.append((position, outcome))
+    if good:
+        for attempt in range(3):
+            try:
+                _store(ctx, collection, inputs, good, results)
+                break
+            except IntegrityError:
+                # A concurrent writer added the same uri first; look again and retry.
+                if attempt == 2:
+                    raise
+                log.info("concurrent insert of the same uri; retrying batch")
+    return [r for r in results if r is not None]
+
+
+def _store(
+    ctx: Context,
+    collection: CollectionInfo,
+    inputs: Sequence[ImageInput],
+    good: list[tuple[int, PreparedImage]],
+    results: list[AddResult | None],
+) -> None:
+    # Open the indexes before committing: an index first opened after our commit would
+    # already hold our rows from SQL, and adding them again would duplicate ids.
+    indexes = {d.name: ctx.indexes.get(collection.id, d.name, d.dim) for d in collection.depths}
+    names = [image.name for _, image in good]
+    with ctx.sessions() as session:
+        known = {
+            uri: item.content_hash
+            for uri, item in repository.find_items_by_uri(session, collection.id, names).items()
+        }
+    to_embed: list[tuple[int, PreparedImage]] = []
+    seen_in_batch: set[str] = set()
+    for position, image in good:
+        if known.get(image.name) == image.content_hash or image.name in seen_in_batch:
+            results[position] = AddResult(image.name, "unchanged")
+            continue
+        seen_in_batch.add(image.name)
+        to_embed.append((position, image))
+    if not to_embed:
+        _fill_unchanged_ids(ctx, collection, results)
+        return
+    # The forward pass runs outside any transaction, so writers never hold the lock long.
+    features = embed_prepared(
+        ctx.backbones.get(collection.backbone),
+        [image for _, image in to_embed],
+        [d.layer for d in collection.depths],
+        collection.pooling,
+        ctx.settings.batch_size,
+    )
+    replaced_ids: list[int] = []
+    stored: list[tuple[int, int, int]] = []  # (position, row in features, item id)
+    with ctx.sessions.begin() as session:
+        existing = repository.find_items_by_uri(
+            session, collection.id, [image.name for _, image in to_embed]
+        )
+        for row, (position, image) in enumerate(to_embed):
+            source = inputs[position]
+            old = existing.get(image.name)
+            if old is not None and old.content_hash == image.content_hash:
+                results[position] = AddResult(image.name, "unchanged", old.id)
+                continue  # a concurrent writer stored the same content meanwhile
+            if old is not None:
+                old.content_hash, old.width, old.height = (
+                    image.content_hash,
+                    image.width,
+                    image.height,
+                )
+                item = old
+                replaced_ids.append(old.id)
+            else:
+                item = repository.insert_item(
+                    session,
+                    collection.id,
+                    uri=image.name,
+                    content_hash=image.content_hash,
+                    width=image.width,
+                    height=image.height,
+                    labels=source.labels,
+                    metadata=source.metadata,
+                )
+            session.flush()  # assigns item.id
+            stored.append((position, row, item.id))
+            repository.put_vectors(
+                session,
+                item.id,
+                {d.name: features.vectors[d.layer][row] for d in collection.depths},
+            )
+    # Committed: now the derived FAISS indexes, then acknowledge.
+    ids = np.array([item_id for _, _, item_id in stored], dtype=np.int64)
+    rows = [row for _, row, _ in stored]
+    for depth in collection.depths:
+        index = indexes[depth.name]
+        if replaced_ids:
+            index.remove(np.array(replaced_ids, dtype=np.int64))
+        index.add(ids, features.vectors[depth.layer][rows])
+    replaced = set(replaced_ids)
+    for position, _, item_id in stored:
+        status = "replaced" if item_id in replaced else "added"
+        results[position] = AddResult(inputs[position].uri, status, item_id)
+    _fill_unchanged_ids(ctx, collection, results)
+
+
+def _fill_unchanged_ids(
+    ctx: Context, collection: CollectionInfo, results: list[AddResult | None]
+) -> None:
+    """Unchanged images report the id of the item that already holds them."""
+    missing = [
+        r.uri for r in results if r is not None and r.status == "unchanged" and r.item_id is None
+    ]
+    if not missing:
+        return
+    with ctx.sessions() as session:
+        found = repository.find_items_by_uri(session, collection.id, missing)
+        ids = {uri: item.id for uri, item in found.items()}
+    for position, result in enumerate(results):
+        if result is not None and result.status == "unchanged" and result.item_id is None:
+            results[position] = AddResult(result.uri, "unchanged", ids.get(result.uri))

@@ -1,0 +1,116 @@
+"""Keeps one VectorIndex per (collection, depth), loaded or rebuilt from SQL, saved to disk.
+
+SQL is the source of truth. On first use an index file is verified against its manifest
+and reconciled with SQL (ids SQL has that the file lacks are added, ids it no longer has
+are removed); a missing, torn or corrupt file is rebuilt from SQL, never served.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from indexer.store import repository
+from indexer.store.vector_index import IndexFileError, VectorIndex
+
+log = logging.getLogger(__name__)
+
+
+class IndexManager:
+    def __init__(self, root: Path, sessions: sessionmaker[Session]):
+        self.root = root
+        self._sessions = sessions
+        self._indexes: dict[tuple[int, str], VectorIndex] = {}
+        self._lock = threading.Lock()
+        self.rebuilds = 0  # how many indexes had to be rebuilt from SQL (for logs and tests)
+
+    def path_for(self, collection_id: int, depth: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in depth)
+        return self.root / str(collection_id) / f"{safe}.faiss"
+
+    def get(self, collection_id: int, depth: str, dim: int) -> VectorIndex:
+        key = (collection_id, depth)
+        with self._lock:
+            index = self._indexes.get(key)
+            if index is None:
+                index = self._open(collection_id, depth, dim)
+                self._indexes[key] = index
+            return index
+
+    def _open(self, collection_id: int, depth: str, dim: int) -> VectorIndex:
+        path = self.path_for(collection_id, depth)
+        with self._sessions() as session:
+            sql_ids = repository.vector_ids(session, collection_id, depth)
+            if not path.exists() and len(sql_ids) == 0:
+                return VectorIndex(dim)
+            try:
+                index = VectorIndex.load(path, dim)
+            except IndexFileError as exc:
+                log.warning("rebuilding index from SQL: %s", exc)
+                return self._rebuild(session, collection_id, depth, dim)
+            self._reconcile(session, index, collection_id, depth, dim, sql_ids)
+            if index.ntotal != len(sql_ids):
+                log.warning("index %s disagrees with SQL after reconciling; rebuilding", path)
+                return self._rebuild(session, collection_id, depth, dim)
+            return index
+
+    def _reconcile(
+        self,
+        session: Session,
+        index: VectorIndex,
+        collection_id: int,
+        depth: str,
+        dim: int,
+        sql_ids: np.ndarray,
+    ) -> None:
+        file_ids = index.ids()
+        stale = np.setdiff1d(file_ids, sql_ids, assume_unique=True)
+        missing = np.setdiff1d(sql_ids, file_ids, assume_unique=True)
+        if len(stale):
+            index.remove(stale)
+        for ids, matrix in repository.iter_vectors(session, collection_id, depth, dim, missing):
+            index.add(ids, matrix)
+        if len(stale) or len(missing):
+            log.info(
+                "reconciled index (%s, %s): +%d from SQL, -%d deleted",
+                collection_id,
+                depth,
+                len(missing),
+                len(stale),
+            )
+
+    def _rebuild(self, session: Session, collection_id: int, depth: str, dim: int) -> VectorIndex:
+        self.rebuilds += 1
+        index = VectorIndex(dim)
+        for ids, matrix in repository.iter_vectors(session, collection_id, depth, dim):
+            index.add(ids, matrix)
+        index.save(self.path_for(collection_id, depth))
+        return index
+
+    def remove_items(self, collection_id: int, ids: np.ndarray) -> None:
+        with self._lock:
+            indexes = [ix for (cid, _), ix in self._indexes.items() if cid == collection_id]
+        for index in indexes:
+            index.remove(ids)
+
+    def drop_collection(self, collection_id: int) -> None:
+        with self._lock:
+            for key in [k for k in self._indexes if k[0] == collection_id]:
+                del self._indexes[key]
+        shutil.rmtree(self.root / str(collection_id), ignore_errors=True)
+
+    def save_dirty(self) -> int:
+        """Save every index changed since its last save; returns how many were saved."""
+        with self._lock:
+            items = list(self._indexes.items())
+        saved = 0
+        for (collection_id, depth), index in items:
+            if index.dirty:
+                index.save(self.path_for(collection_id, depth))
+                saved += 1
+        return saved

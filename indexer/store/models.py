@@ -1,0 +1,115 @@
+"""SQL schema (SQLAlchemy 2.0 typed models). SQL is the source of truth, vectors included."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Collection(Base):
+    """A set of images embedded with one backbone, one pooling and fixed depths."""
+
+    __tablename__ = "collections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    backbone: Mapped[str] = mapped_column(String(100))
+    pooling: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    depths: Mapped[list[Depth]] = relationship(
+        back_populates="collection", cascade="all, delete-orphan", order_by="Depth.position"
+    )
+
+
+class Depth(Base):
+    """One tap of a collection: a depth name (preset or layer name), its layer and dim."""
+
+    __tablename__ = "collection_depths"
+
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    layer: Mapped[str] = mapped_column(String(200))
+    dim: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer)
+    collection: Mapped[Collection] = relationship(back_populates="depths")
+
+
+class Item(Base):
+    """One image of a collection; unique by uri within the collection."""
+
+    __tablename__ = "items"
+    __table_args__ = (UniqueConstraint("collection_id", "uri", name="uq_items_collection_uri"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), index=True
+    )
+    uri: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    labels: Mapped[list[Label]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, lazy="selectin"
+    )
+    meta: Mapped[list[MetadataEntry]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, lazy="selectin"
+    )
+
+
+class Label(Base):
+    """A label on an item, from a human or predicted (with confidence)."""
+
+    __tablename__ = "labels"
+
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+    )
+    label: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+    source: Mapped[str] = mapped_column(String(20), default="human")  # human | predicted
+    confidence: Mapped[float] = mapped_column(Float, default=1.0)
+
+
+class MetadataEntry(Base):
+    """User metadata as key/value rows: portable across SQLite and PostgreSQL, filterable."""
+
+    __tablename__ = "item_metadata"
+
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, index=False)
+
+
+class Vector(Base):
+    """An item's embedding at one depth: float32 bytes, unit length."""
+
+    __tablename__ = "vectors"
+
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+    )
+    depth: Mapped[str] = mapped_column(String(200), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

@@ -1,0 +1,233 @@
+"""Repository functions over the SQL store. Each takes the caller's session; none commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from indexer.errors import AlreadyExists, NotFound
+from indexer.store.models import Collection, Depth, Item, Label, MetadataEntry, Vector
+
+VECTOR_CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class DepthSpec:
+    name: str
+    layer: str
+    dim: int
+
+
+# -- collections --------------------------------------------------------------------------
+
+
+def create_collection(
+    session: Session, name: str, backbone: str, pooling: str, depths: Sequence[DepthSpec]
+) -> Collection:
+    if session.scalar(select(Collection.id).where(Collection.name == name)) is not None:
+        raise AlreadyExists(
+            f"collection {name!r} already exists",
+            hint="pick another name, or delete it first with `strata collections delete`",
+        )
+    collection = Collection(
+        name=name,
+        backbone=backbone,
+        pooling=pooling,
+        depths=[
+            Depth(name=d.name, layer=d.layer, dim=d.dim, position=i) for i, d in enumerate(depths)
+        ],
+    )
+    session.add(collection)
+    session.flush()
+    return collection
+
+
+def get_collection(session: Session, name: str) -> Collection:
+    collection = session.scalar(select(Collection).where(Collection.name == name))
+    if collection is None:
+        raise NotFound(
+            f"collection {name!r} does not exist",
+            hint="list them with `strata collections list` or create it first",
+        )
+    return collection
+
+
+def list_collections(session: Session) -> list[Collection]:
+    return list(session.scalars(select(Collection).order_by(Collection.name)))
+
+
+def count_items(session: Session, collection_id: int) -> int:
+    return (
+        session.scalar(
+            select(func.count()).select_from(Item).where(Item.collection_id == collection_id)
+        )
+        or 0
+    )
+
+
+def count_vectors(session: Session, collection_id: int) -> dict[str, int]:
+    rows = session.execute(
+        select(Vector.depth, func.count())
+        .join(Item, Item.id == Vector.item_id)
+        .where(Item.collection_id == collection_id)
+        .group_by(Vector.depth)
+    )
+    return {depth: count for depth, count in rows}
+
+
+def delete_collection(session: Session, collection: Collection) -> None:
+    # Delete children in bulk first: ORM cascades would load every row.
+    item_ids = select(Item.id).where(Item.collection_id == collection.id)
+    for table in (Vector, Label, MetadataEntry):
+        session.execute(delete(table).where(table.item_id.in_(item_ids)))
+    session.execute(delete(Item).where(Item.collection_id == collection.id))
+    session.delete(collection)
+
+
+# -- items --------------------------------------------------------------------------------
+
+
+def find_items_by_uri(session: Session, collection_id: int, uris: Sequence[str]) -> dict[str, Item]:
+    found: dict[str, Item] = {}
+    for start in range(0, len(uris), 500):
+        chunk = list(uris[start : start + 500])
+        query = select(Item).where(Item.collection_id == collection_id, Item.uri.in_(chunk))
+        found.update({item.uri: item for item in session.scalars(query)})
+    return found
+
+
+def insert_item(
+    session: Session,
+    collection_id: int,
+    *,
+    uri: str,
+    content_hash: str,
+    width: int,
+    height: int,
+    labels: Sequence[str] = (),
+    metadata: Mapping[str, str] | None = None,
+) -> Item:
+    item = Item(
+        collection_id=collection_id,
+        uri=uri,
+        content_hash=content_hash,
+        width=width,
+        height=height,
+        labels=[
+            Label(label=label, source="human", confidence=1.0) for label in dict.fromkeys(labels)
+        ],
+        meta=[MetadataEntry(key=k, value=v) for k, v in (metadata or {}).items()],
+    )
+    session.add(item)
+    return item
+
+
+def put_vectors(session: Session, item_id: int, vectors: Mapping[str, np.ndarray]) -> None:
+    session.execute(delete(Vector).where(Vector.item_id == item_id))
+    session.add_all(
+        Vector(item_id=item_id, depth=depth, data=np.asarray(v, np.float32).tobytes())
+        for depth, v in vectors.items()
+    )
+
+
+def get_items(session: Session, collection_id: int, ids: Sequence[int]) -> dict[int, Item]:
+    found: dict[int, Item] = {}
+    for start in range(0, len(ids), 500):
+        chunk = [int(i) for i in ids[start : start + 500]]
+        query = select(Item).where(Item.collection_id == collection_id, Item.id.in_(chunk))
+        found.update({item.id: item for item in session.scalars(query)})
+    return found
+
+
+def get_item(session: Session, collection_id: int, item_id: int) -> Item:
+    item = get_items(session, collection_id, [item_id]).get(item_id)
+    if item is None:
+        raise NotFound(
+            f"item {item_id} does not exist in this collection",
+            hint="ids come from `strata index` or `strata search` output",
+        )
+    return item
+
+
+def delete_items(session: Session, collection_id: int, ids: Sequence[int]) -> list[int]:
+    """Delete the given items; returns the ids that existed."""
+    existing = list(get_items(session, collection_id, ids))
+    if existing:
+        for table in (Vector, Label, MetadataEntry):
+            session.execute(delete(table).where(table.item_id.in_(existing)))
+        session.execute(delete(Item).where(Item.id.in_(existing)))
+    return existing
+
+
+# -- vectors ------------------------------------------------------------------------------
+
+
+def vector_ids(session: Session, collection_id: int, depth: str) -> np.ndarray:
+    query = (
+        select(Vector.item_id)
+        .join(Item, Item.id == Vector.item_id)
+        .where(Item.collection_id == collection_id, Vector.depth == depth)
+    )
+    return np.fromiter(session.scalars(query), dtype=np.int64)
+
+
+def iter_vectors(
+    session: Session,
+    collection_id: int,
+    depth: str,
+    dim: int,
+    only_ids: np.ndarray | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, matrix) chunks of the stored vectors at `depth`, in id order."""
+    base = (
+        select(Vector.item_id, Vector.data)
+        .join(Item, Item.id == Vector.item_id)
+        .where(Item.collection_id == collection_id, Vector.depth == depth)
+        .order_by(Vector.item_id)
+    )
+    if only_ids is not None:
+        for start in range(0, len(only_ids), VECTOR_CHUNK):
+            chunk = [int(i) for i in only_ids[start : start + VECTOR_CHUNK]]
+            yield from _chunks(session, base.where(Vector.item_id.in_(chunk)), dim)
+    else:
+        yield from _chunks(session, base, dim)
+
+
+def _chunks(session: Session, query, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # type: ignore[no-untyped-def]
+    result = session.execute(query.execution_options(yield_per=VECTOR_CHUNK))
+    for rows in result.partitions():
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
+        yield ids, matrix.reshape(len(rows), dim)
+
+
+def item_vectors(session: Session, item_id: int) -> dict[str, np.ndarray]:
+    rows = session.execute(select(Vector.depth, Vector.data).where(Vector.item_id == item_id))
+    return {depth: np.frombuffer(data, dtype=np.float32) for depth, data in rows}
+
+
+def filter_item_ids(
+    session: Session,
+    collection_id: int,
+    labels_any: Sequence[str] = (),
+    metadata: Mapping[str, str] | None = None,
+) -> np.ndarray:
+    """Ids of items carrying any of `labels_any` and every metadata key=value given."""
+    query = select(Item.id).where(Item.collection_id == collection_id)
+    if labels_any:
+        query = query.where(
+            Item.id.in_(select(Label.item_id).where(Label.label.in_(list(labels_any))))
+        )
+    for key, value in (metadata or {}).items():
+        query = query.where(
+            Item.id.in_(
+                select(MetadataEntry.item_id).where(
+                    MetadataEntry.key == key, MetadataEntry.value == value
+                )
+            )
+        )
+    return np.fromiter(session.scalars(query), dtype=np.int64)

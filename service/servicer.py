@@ -1,0 +1,282 @@
+"""The Strata gRPC servicer: protobuf in, library call (in a worker thread), protobuf out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+import numpy as np
+
+from indexer import classify, collections, embed_images, ingest, items, search
+from indexer.backbones.layers import layer_table
+from indexer.backbones.registry import DEFAULT_BACKBONE, get_backbone, list_backbones
+from indexer.backbones.weights import resolve_weights_file
+from indexer.context import Context
+from indexer.errors import InvalidInput, WeightsMissing
+from service import convert
+from service.errors import streaming, unary
+from service.generated.strata.v1 import strata_pb2 as pb
+from service.generated.strata.v1 import strata_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+#: How long the AddImages batcher waits for more images before running a partial batch.
+BATCH_WAIT_S = 0.02
+
+
+class StrataServicer(pb_grpc.StrataServicer):
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    # -- backbones ------------------------------------------------------------------------
+
+    @unary
+    async def ListBackbones(
+        self, request: pb.ListBackbonesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListBackbonesResponse:
+        out = []
+        for spec in list_backbones():
+            try:
+                path = resolve_weights_file(spec, self.ctx.settings.weights_files.get(spec.name))
+                out.append(convert.backbone(spec, True, str(path)))
+            except WeightsMissing as exc:
+                out.append(convert.backbone(spec, False, str(exc)))
+        return pb.ListBackbonesResponse(backbones=out)
+
+    @unary
+    async def ListLayers(
+        self, request: pb.ListLayersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListLayersResponse:
+        spec = get_backbone(request.backbone or DEFAULT_BACKBONE)
+        layers = await asyncio.to_thread(layer_table, spec)
+        return pb.ListLayersResponse(backbone=spec.name, layers=[convert.layer(x) for x in layers])
+
+    # -- collections ----------------------------------------------------------------------
+
+    @unary
+    async def CreateCollection(
+        self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Collection:
+        info = await asyncio.to_thread(
+            collections.create_collection,
+            self.ctx,
+            request.name,
+            request.backbone or DEFAULT_BACKBONE,
+            list(request.depths) or ["edges", "parts", "semantics"],
+            request.pooling or "avg",
+        )
+        return convert.collection(info)
+
+    @unary
+    async def ListCollections(
+        self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListCollectionsResponse:
+        infos = await asyncio.to_thread(collections.list_collections, self.ctx)
+        return pb.ListCollectionsResponse(collections=[convert.collection(i) for i in infos])
+
+    @unary
+    async def GetCollection(
+        self, request: pb.GetCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Collection:
+        info = await asyncio.to_thread(collections.get_collection, self.ctx, request.name, True)
+        return convert.collection(info)
+
+    @unary
+    async def DeleteCollection(
+        self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteCollectionResponse:
+        await asyncio.to_thread(collections.delete_collection, self.ctx, request.name)
+        return pb.DeleteCollectionResponse(name=request.name)
+
+    # -- items ----------------------------------------------------------------------------
+
+    @streaming
+    async def AddImages(
+        self, request_iterator: AsyncIterator[pb.AddImageRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.AddImageResult]:
+        """Read the stream in the background and embed in batches as images arrive, so
+        receiving, decoding and the forward pass overlap; one result per image, in order."""
+        queue: asyncio.Queue[pb.AddImageRequest | None] = asyncio.Queue(
+            maxsize=4 * self.ctx.settings.batch_size
+        )
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await queue.put(request)
+            finally:
+                await queue.put(None)
+
+        reader = asyncio.create_task(read())
+        collection = ""
+        try:
+            finished = False
+            while not finished:
+                batch, finished = await self._next_batch(queue)
+                if not batch:
+                    break
+                collection = collection or batch[0].collection
+                if not collection:
+                    raise InvalidInput(
+                        "the first AddImages message must name the collection",
+                        hint="set `collection` on the first request of the stream",
+                    )
+                for result in await self._add_batch(collection, batch):
+                    yield result
+        finally:
+            reader.cancel()
+
+    async def _next_batch(
+        self, queue: asyncio.Queue[pb.AddImageRequest | None]
+    ) -> tuple[list[pb.AddImageRequest], bool]:
+        first = await queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < self.ctx.settings.batch_size:
+            try:
+                nxt = await asyncio.wait_for(queue.get(), BATCH_WAIT_S)
+            except TimeoutError:
+                break
+            if nxt is None:
+                return batch, True
+            batch.append(nxt)
+        return batch, False
+
+    async def _add_batch(
+        self, collection: str, batch: list[pb.AddImageRequest]
+    ) -> list[pb.AddImageResult]:
+        inputs, out = [], []
+        for request in batch:
+            if request.collection and request.collection != collection:
+                out.append(
+                    (
+                        request.uri,
+                        InvalidInput(
+                            f"{request.uri!r} names collection {request.collection!r} inside a "
+                            f"stream for {collection!r}",
+                            hint="use one stream per collection",
+                        ),
+                    )
+                )
+                continue
+            inputs.append(
+                ingest.ImageInput(
+                    request.uri, request.image, tuple(request.labels), dict(request.metadata)
+                )
+            )
+            out.append((request.uri, None))
+        results = iter(await asyncio.to_thread(ingest.add_images, self.ctx, collection, inputs))
+        messages = []
+        for uri, refused in out:
+            if refused is not None:
+                messages.append(
+                    pb.AddImageResult(uri=uri, status="failed", error=convert.error(refused))
+                )
+                continue
+            result = next(results)
+            messages.append(
+                pb.AddImageResult(
+                    uri=result.uri,
+                    id=result.item_id or 0,
+                    status=result.status,
+                    error=convert.error(result.error),
+                )
+            )
+        return messages
+
+    @unary
+    async def GetItem(
+        self, request: pb.GetItemRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Item:
+        info = await asyncio.to_thread(items.get_item, self.ctx, request.collection, request.id)
+        return convert.item(info)
+
+    @unary
+    async def DeleteItems(
+        self, request: pb.DeleteItemsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteItemsResponse:
+        deleted = await asyncio.to_thread(
+            items.delete_items, self.ctx, request.collection, list(request.ids)
+        )
+        return pb.DeleteItemsResponse(deleted=deleted)
+
+    # -- search, embed, classify ----------------------------------------------------------
+
+    @unary
+    async def Search(
+        self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchResponse:
+        queries = [_query(q, i) for i, q in enumerate(request.queries)]
+        results = await asyncio.to_thread(
+            search.search,
+            self.ctx,
+            request.collection,
+            queries,
+            list(request.depths),
+            request.k or 10,
+            convert.search_filter(request.filter),
+        )
+        return pb.SearchResponse(queries=[convert.query_result(r) for r in results])
+
+    @unary
+    async def Embed(
+        self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EmbedResponse:
+        embeddings = await asyncio.to_thread(
+            embed_images.embed_images,
+            self.ctx,
+            [(i.uri, i.image) for i in request.images],
+            collection=request.collection,
+            backbone=request.backbone,
+            depths=list(request.depths),
+            pooling=request.pooling,
+        )
+        return pb.EmbedResponse(
+            embeddings=[
+                pb.Embedding(
+                    uri=e.uri,
+                    vectors=[
+                        pb.DepthVector(depth=d, values=v.tolist()) for d, v in e.vectors.items()
+                    ],
+                    error=convert.error(e.error),
+                )
+                for e in embeddings
+            ]
+        )
+
+    @unary
+    async def Classify(
+        self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ClassifyResponse:
+        predictions = await asyncio.to_thread(
+            classify.classify,
+            self.ctx,
+            [(i.uri, i.image) for i in request.images],
+            request.k or 5,
+            request.backbone or DEFAULT_BACKBONE,
+        )
+        return pb.ClassifyResponse(
+            predictions=[
+                pb.Prediction(
+                    uri=p.uri,
+                    top=[pb.ClassScore(label=label, score=score) for label, score in p.top],
+                    error=convert.error(p.error),
+                )
+                for p in predictions
+            ]
+        )
+
+
+def _query(message: pb.Query, position: int) -> search.Query:
+    kind = message.WhichOneof("source")
+    name = message.name or f"query {position}"
+    if kind == "image":
+        return search.Query(name, image=message.image)
+    if kind == "item_id":
+        return search.Query(name, item_id=message.item_id)
+    if kind == "vector":
+        return search.Query(name, vector=np.asarray(message.vector.values, dtype=np.float32))
+    raise InvalidInput(f"query {name!r} is empty", hint="set image, item_id or vector")
