@@ -45,6 +45,28 @@ def build(out: Path = OUT) -> list[Path]:
     return written
 
 
+def check() -> int:
+    """Exit non-zero when service/generated/ is out of date with protos/."""
+    import filecmp
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp)
+        build(fresh)
+        stale = [
+            str(p.relative_to(fresh))
+            for p in fresh.rglob("*.py*")
+            if not (OUT / p.relative_to(fresh)).exists()
+            or not filecmp.cmp(p, OUT / p.relative_to(fresh), shallow=False)
+        ]
+    if stale:
+        print("service/generated is stale; run `python -m service.build_protos`:", *stale)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--check"]:
+        sys.exit(check())
     for path in build(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT):
         print(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install Strata with its test dependencies into ./.venv, then lint, type-check and run the
+# whole test suite twice: on the embedded SQLite default and on the PostgreSQL server at
+# 127.0.0.1:5432 (database `test`, trust auth), starting that server if it is down.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[dev,lite]'
+
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
+  for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+
+.venv/bin/ruff check .
+.venv/bin/mypy
+.venv/bin/python -m service.build_protos --check
+
+echo "== test suite on SQLite =="
+STRATA_TEST_DATABASE=sqlite .venv/bin/python -m pytest -q
+echo "== test suite on PostgreSQL =="
+STRATA_TEST_DATABASE=postgresql .venv/bin/python -m pytest -q
