@@ -116,7 +116,7 @@ def cmd_backbones(args: argparse.Namespace, client: StrataClient) -> int:
 
 def cmd_layers(args: argparse.Namespace, client: StrataClient) -> int:
     response = client.list_layers(args.backbone or "")
-    layers = [
+    layers: list[dict[str, Any]] = [
         {
             "name": layer.name,
             "channels": layer.channels,

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -83,7 +84,7 @@ class StrataClient:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _call(self, method, request):  # type: ignore[no-untyped-def]
+    def _call(self, method: Any, request: Any) -> Any:
         try:
             return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:

@@ -8,6 +8,7 @@ mean = std = 0.5), so weights work offline once the package is installed.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 import timm
@@ -86,5 +87,9 @@ def _lite_spec(variant: str, size: int, resize: int) -> BackboneSpec:
     )
 
 
+def _factory(variant: str, size: int, resize: int) -> Callable[[], BackboneSpec]:
+    return lambda: _lite_spec(variant, size, resize)
+
+
 for _variant, _size, _resize in _VARIANTS:
-    register(lambda v=_variant, s=_size, r=_resize: _lite_spec(v, s, r))
+    register(_factory(_variant, _size, _resize))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -37,7 +38,7 @@ def _trace_shapes(model: nn.Module, spec: BackboneSpec) -> list[LayerInfo]:
     size = spec.preprocessing.crop
     seen: dict[str, LayerInfo] = {}
 
-    def hook_for(name: str):  # type: ignore[no-untyped-def]
+    def hook_for(name: str) -> Callable[[nn.Module, object, object], None]:
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
             if not isinstance(output, torch.Tensor) or name in seen:
                 return

@@ -47,8 +47,8 @@ def _spec(
         preprocessing=Preprocessing(
             resize=int(transforms.resize_size[0]),
             crop=int(transforms.crop_size[0]),
-            mean=tuple(transforms.mean),  # type: ignore[arg-type]
-            std=tuple(transforms.std),  # type: ignore[arg-type]
+            mean=tuple(transforms.mean),
+            std=tuple(transforms.std),
             interpolation=transforms.interpolation.value,
         ),
         presets=presets,

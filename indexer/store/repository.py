@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, func, select
@@ -197,7 +198,7 @@ def iter_vectors(
         yield from _chunks(session, base, dim)
 
 
-def _chunks(session: Session, query, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # type: ignore[no-untyped-def]
+def _chunks(session: Session, query: Any, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     result = session.execute(query.execution_options(yield_per=VECTOR_CHUNK))
     for rows in result.partitions():
         ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
