@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from indexer.backbones.loader import BackboneCache, resolve_device
+from indexer.runtime import RuntimeOptions
 from indexer.settings import Settings
 from indexer.store.database import create_database_engine, create_schema, make_session_factory
 from indexer.store.index_manager import IndexManager
@@ -38,7 +39,11 @@ class Context:
             settings=settings,
             engine=engine,
             sessions=sessions,
-            backbones=BackboneCache(resolve_device(settings.device), settings.weights_files),
+            backbones=BackboneCache(
+                resolve_device(settings.device),
+                settings.weights_files,
+                RuntimeOptions(settings.engine, settings.precision, settings.model_cache_dir),
+            ),
             indexes=IndexManager(settings.data_dir / "indexes", sessions),
             decode_pool=ThreadPoolExecutor(
                 max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="decode"

@@ -1,21 +1,21 @@
-"""One batched forward pass that yields every tap a request needs, pooled and L2-normalised."""
+"""One batched forward pass that yields every tap a request needs, pooled and L2-normalised.
+
+The pass itself runs on the backbone's engine (see indexer.runtime): eager PyTorch, or the
+same graph compiled by OpenVINO on a CPU.
+"""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from indexer.backbones.loader import LoadedBackbone
-from indexer.errors import InvalidInput
+from indexer.pooling import GEM_P, POOLINGS, check_pooling, pool
 
-POOLINGS: tuple[str, ...] = ("avg", "max", "gem")
-GEM_P = 3.0
+__all__ = ["GEM_P", "POOLINGS", "Features", "check_pooling", "extract", "pool", "to_batch"]
 
 
 @dataclass
@@ -26,32 +26,6 @@ class Features:
     logits: np.ndarray | None = None
 
 
-class _StopForward(Exception):
-    """Raised from a hook once every tap is captured, to skip the rest of the network."""
-
-
-def check_pooling(pooling: str) -> str:
-    if pooling not in POOLINGS:
-        raise InvalidInput(
-            f"unknown pooling {pooling!r}", hint=f"choose one of: {', '.join(POOLINGS)}"
-        )
-    return pooling
-
-
-def pool(feature: torch.Tensor, pooling: str) -> torch.Tensor:
-    """(N,C,H,W) -> (N,C); vectors pass through."""
-    if feature.dim() == 2:
-        return feature
-    if feature.dim() != 4:
-        return feature.flatten(1)
-    if pooling == "avg":
-        return feature.mean(dim=(2, 3))
-    if pooling == "max":
-        return feature.amax(dim=(2, 3))
-    # GeM (Radenović et al.): a learnable-in-principle p between avg (1) and max (inf).
-    return feature.clamp(min=1e-6).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
-
-
 def to_batch(pixels: Sequence[np.ndarray]) -> torch.Tensor:
     """Stack HxWx3 uint8 arrays into an (N,H,W,3) uint8 tensor."""
     return torch.from_numpy(np.stack(pixels))
@@ -59,7 +33,7 @@ def to_batch(pixels: Sequence[np.ndarray]) -> torch.Tensor:
 
 def extract(
     backbone: LoadedBackbone,
-    batch: torch.Tensor,
+    batch: torch.Tensor | np.ndarray,
     layers: Sequence[str],
     pooling: str = "avg",
     with_logits: bool = False,
@@ -67,38 +41,11 @@ def extract(
     """Run `batch` ((N,H,W,3) uint8) once through the backbone and tap `layers`."""
     check_pooling(pooling)
     wanted = list(dict.fromkeys(layers))
-    modules = dict(backbone.model.named_modules())
-    captured: dict[str, torch.Tensor] = {}
-
-    def hook_for(name: str):  # type: ignore[no-untyped-def]
-        def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-            if name not in captured:
-                captured[name] = pool(output, pooling).float()
-            if not with_logits and len(captured) == len(wanted):
-                raise _StopForward
-
-        return hook
-
+    engine = backbone.engine(wanted, pooling, with_logits)
+    pixels = batch.numpy() if isinstance(batch, torch.Tensor) else np.asarray(batch)
+    if len(pixels) == 0:
+        raise ValueError("extract needs at least one image")
     with backbone.lock:
-        handles = [modules[name].register_forward_hook(hook_for(name)) for name in wanted]
-        try:
-            with torch.inference_mode():
-                x = batch.to(backbone.device, non_blocking=True).permute(0, 3, 1, 2).float()
-                x = (x - backbone.mean) / backbone.std
-                logits = None
-                with contextlib.suppress(_StopForward):
-                    logits = _forward(backbone.model, x)
-        finally:
-            for handle in handles:
-                handle.remove()
-    vectors = {
-        name: F.normalize(captured[name], dim=1).cpu().numpy().astype(np.float32, copy=False)
-        for name in wanted
-    }
-    return Features(vectors, None if logits is None else logits.float().cpu().numpy())
-
-
-def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    out = model(x)
-    # torchvision's Inception returns a namedtuple when aux logits are on in training.
-    return out.logits if hasattr(out, "logits") else out
+        outputs = engine.run(pixels)
+    vectors = {name: outputs[i] for i, name in enumerate(wanted)}
+    return Features(vectors, outputs[len(wanted)] if with_logits else None)

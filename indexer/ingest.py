@@ -1,7 +1,8 @@
 """Adding images to a collection: decode, one forward pass per batch, SQL commit, then FAISS.
 
 An image is acknowledged only after its item and vector rows are committed. Re-adding the
-same uri with the same content is a no-op; new content at a known uri replaces its vectors.
+same uri with the same content is a no-op; new content at a known uri replaces the item (a new
+id, same labels and metadata).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from indexer.context import Context
 from indexer.embedding import PreparedImage, embed_prepared, prepare_many
 from indexer.errors import InvalidInput, StrataError
 from indexer.store import repository
+from indexer.store.models import Label
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,7 @@ def _store(
         ctx.settings.batch_size,
     )
     replaced_ids: list[int] = []
+    replaced_positions: set[int] = set()
     stored: list[tuple[int, int, int]] = []  # (position, row in features, item id)
     with ctx.sessions.begin() as session:
         existing = repository.find_items_by_uri(
@@ -131,26 +134,36 @@ def _store(
             if old is not None and old.content_hash == image.content_hash:
                 results[position] = AddResult(image.name, "unchanged", old.id)
                 continue  # a concurrent writer stored the same content meanwhile
+            labels: list[Label] = [
+                Label(label=label, source="human", confidence=1.0)
+                for label in dict.fromkeys(source.labels)
+            ]
+            metadata = dict(source.metadata)
             if old is not None:
-                old.content_hash, old.width, old.height = (
-                    image.content_hash,
-                    image.width,
-                    image.height,
-                )
-                item = old
+                # New content gets a new item id (its labels and metadata carried over): an
+                # id never changes its vector, so a FAISS file saved before this commit can
+                # only hold stale ids, which reconciling by id removes after a crash.
+                labels = [
+                    Label(label=x.label, source=x.source, confidence=x.confidence)
+                    for x in old.labels
+                ]
+                metadata = {m.key: m.value for m in old.meta}
                 replaced_ids.append(old.id)
-            else:
-                item = repository.insert_item(
-                    session,
-                    collection.id,
-                    uri=image.name,
-                    content_hash=image.content_hash,
-                    width=image.width,
-                    height=image.height,
-                    labels=source.labels,
-                    metadata=source.metadata,
-                )
+                repository.delete_items(session, collection.id, [old.id])
+                session.expunge(old)
+            item = repository.insert_item(
+                session,
+                collection.id,
+                uri=image.name,
+                content_hash=image.content_hash,
+                width=image.width,
+                height=image.height,
+                metadata=metadata,
+            )
+            item.labels = labels
             session.flush()  # assigns item.id
+            if old is not None:
+                replaced_positions.add(position)
             stored.append((position, row, item.id))
             repository.put_vectors(
                 session,
@@ -165,9 +178,8 @@ def _store(
         if replaced_ids:
             index.remove(np.array(replaced_ids, dtype=np.int64))
         index.add(ids, features.vectors[depth.layer][rows])
-    replaced = set(replaced_ids)
     for position, _, item_id in stored:
-        status = "replaced" if item_id in replaced else "added"
+        status = "replaced" if position in replaced_positions else "added"
         results[position] = AddResult(inputs[position].uri, status, item_id)
     _fill_unchanged_ids(ctx, collection, results)
 

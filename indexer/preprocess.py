@@ -1,7 +1,7 @@
 """Decoded image -> the uint8 pixel array a backbone expects (resize, centre-crop).
 
-Normalisation (mean/std) happens on the model's device inside `extract`, so the CPU side
-only moves uint8 bytes.
+Normalisation (mean/std) happens inside the engine's graph, so the CPU side only moves
+uint8 bytes.
 """
 
 from __future__ import annotations
@@ -14,15 +14,28 @@ from indexer.backbones.spec import Preprocessing
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
-def prepare_pixels(image: Image.Image, pre: Preprocessing) -> np.ndarray:
-    """Resize the shorter side to `pre.resize`, centre-crop `pre.crop`; HxWx3 uint8."""
-    width, height = image.size
+def crop_box(width: int, height: int, pre: Preprocessing) -> tuple[float, float, float, float]:
+    """The source rectangle that "resize the shorter side to `pre.resize`, then centre-crop
+    `pre.crop`" keeps, in the source image's pixel coordinates."""
     scale = pre.resize / min(width, height)
-    new_size = (max(pre.crop, round(width * scale)), max(pre.crop, round(height * scale)))
-    if new_size != image.size:
-        # reducing_gap: shrink by whole factors first (fast), then resample precisely.
-        image = image.resize(new_size, _RESAMPLE[pre.interpolation], reducing_gap=3.0)
-    left = (new_size[0] - pre.crop) // 2
-    top = (new_size[1] - pre.crop) // 2
-    image = image.crop((left, top, left + pre.crop, top + pre.crop))
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    resized = (max(pre.crop, round(width * scale)), max(pre.crop, round(height * scale)))
+    left = (resized[0] - pre.crop) // 2
+    top = (resized[1] - pre.crop) // 2
+    sx, sy = width / resized[0], height / resized[1]
+    return (left * sx, top * sy, (left + pre.crop) * sx, (top + pre.crop) * sy)
+
+
+def prepare_pixels(image: Image.Image, pre: Preprocessing) -> np.ndarray:
+    """Resize the shorter side to `pre.resize`, centre-crop `pre.crop`; HxWx3 uint8.
+
+    Only the crop window is resampled: Pillow's filter still reads the source pixels just
+    outside the box, so the output equals resize-then-crop while computing about 40% fewer
+    pixels. reducing_gap shrinks large images by whole factors first (fast), then resamples.
+    """
+    box = crop_box(image.width, image.height, pre)
+    size = (pre.crop, pre.crop)
+    if box != (0.0, 0.0, float(image.width), float(image.height)) or image.size != size:
+        image = image.resize(size, _RESAMPLE[pre.interpolation], box=box, reducing_gap=3.0)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.uint8)

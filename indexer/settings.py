@@ -26,6 +26,13 @@ class Settings:
     device: str = "auto"
     #: Images per forward pass.
     batch_size: int = 32
+    #: What runs the forward pass: "auto" (OpenVINO on a CPU when installed, else PyTorch),
+    #: "torch" or "openvino" (CPU only).
+    engine: str = "auto"
+    #: "auto" (fp16 autocast on CUDA, fp32 on CPU), "fp32", "fp16" or "bf16".
+    precision: str = "auto"
+    #: Converted model graphs (OpenVINO); empty: $XDG_CACHE_HOME/strata or ~/.cache/strata.
+    model_cache_dir: Path | None = None
     max_pixels: int = 64_000_000
     #: Upper bounds on what one request may ask for.
     max_k: int = 1000
@@ -34,8 +41,27 @@ class Settings:
     max_concurrent_requests: int = 64
     #: Seconds between background saves of FAISS files (SQL is always written first).
     index_save_interval_s: float = 30.0
+    #: FAISS index kind follows a collection's size: exact Flat up to this many vectors,
+    #: then IVF (fp16 codes) trained on its own vectors, retrained each time it grows by
+    #: index_retrain_growth, with nprobe calibrated to reach index_target_recall (recall@10).
+    index_flat_max_vectors: int = 50_000
+    index_retrain_growth: float = 2.0
+    index_target_recall: float = 0.95
+    #: Dynamic batching of concurrent single-image searches: at most this many per forward
+    #: pass, and the longest the oldest one waits for company.
+    search_batch_max: int = 32
+    search_batch_wait_s: float = 0.002
     #: Explicit weights files, backbone name -> path (else torchvision cache / packages).
     weights_files: Mapping[str, Path] = field(default_factory=dict)
+    #: TLS: PEM certificate chain and private key of the server; with a client CA, clients
+    #: must present a certificate it signed (mutual TLS).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    #: Bearer tokens (env: comma-separated). When any is set, every call but health checks
+    #: needs one; read tokens cannot write. Empty: no token checks (local use).
+    read_tokens: tuple[str, ...] = ()
+    write_tokens: tuple[str, ...] = ()
 
     @property
     def resolved_database_url(self) -> str:
@@ -77,6 +103,30 @@ class Settings:
             )
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise SettingsError(f"device {self.device!r} is not auto, cpu, cuda or cuda:N")
+        from indexer.runtime import ENGINES, PRECISIONS
+
+        if self.engine not in ENGINES:
+            raise SettingsError(f"engine {self.engine!r} is not one of {', '.join(ENGINES)}")
+        if self.precision not in PRECISIONS:
+            raise SettingsError(
+                f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError(
+                "TLS needs both a certificate and its private key",
+                hint="set --tls-cert and --tls-key (STRATA_TLS_CERT, STRATA_TLS_KEY) together",
+            )
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise SettingsError(
+                "mutual TLS (tls_client_ca) needs the server's own certificate",
+                hint="set --tls-cert and --tls-key as well",
+            )
+        for name in ("tls_cert", "tls_key", "tls_client_ca"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise SettingsError(f"setting {name}: {path} is not a readable file")
+        if any(not t or t != t.strip() for t in (*self.read_tokens, *self.write_tokens)):
+            raise SettingsError("tokens must be non-empty and have no surrounding spaces")
 
 
 def _parse(name: str, annotation: object, raw: str) -> Any:
@@ -86,8 +136,10 @@ def _parse(name: str, annotation: object, raw: str) -> Any:
             return int(raw)
         if kind == "float":
             return float(raw)
-        if kind == "Path":
+        if kind in ("Path", "Path | None"):
             return Path(raw)
+        if kind.startswith("tuple[str"):
+            return tuple(item.strip() for item in raw.split(",") if item.strip())
         if kind.startswith("Mapping[str, Path]"):
             pairs = (item.split("=", 1) for item in raw.split(",") if item)
             return {k.strip(): Path(v.strip()) for k, v in pairs}

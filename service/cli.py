@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -83,6 +84,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         data_dir=Path(args.data) if args.data else None,
         database_url=args.database,
         device=args.device,
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
+        tls_client_ca=Path(args.tls_client_ca) if args.tls_client_ca else None,
+        read_tokens=tuple(args.read_token) if args.read_token else None,
+        write_tokens=tuple(args.write_token) if args.write_token else None,
     )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -402,12 +408,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     client_options.add_argument("--json", action="store_true", help="print one JSON document")
     client_options.add_argument("--timeout", type=float, default=None, help="seconds per call")
+    client_options.add_argument("--token", default=None, help="bearer token (env STRATA_TOKEN)")
+    client_options.add_argument(
+        "--ca", default=None, help="PEM CA that signed the server's certificate: use TLS"
+    )
+    client_options.add_argument("--cert", default=None, help="PEM client certificate (mTLS)")
+    client_options.add_argument("--key", default=None, help="PEM key of --cert (mTLS)")
 
     serve = commands.add_parser("serve", help="run the gRPC server until SIGINT/SIGTERM")
     serve.add_argument("--listen", default=None, help="HOST:PORT (default 127.0.0.1:50051)")
     serve.add_argument("--data", default=None, help="data folder (default ./strata-data)")
     serve.add_argument("--database", default=None, help="SQLAlchemy URL (default SQLite in --data)")
     serve.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    serve.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve TLS")
+    serve.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    serve.add_argument(
+        "--tls-client-ca", default=None, help="PEM CA: clients need a certificate it signed"
+    )
+    serve.add_argument(
+        "--read-token",
+        action="append",
+        help="repeatable; prefer STRATA_READ_TOKENS=a,b (flags show in `ps`)",
+    )
+    serve.add_argument(
+        "--write-token",
+        action="append",
+        help="repeatable read-write token; prefer STRATA_WRITE_TOKENS",
+    )
     serve.set_defaults(run=cmd_serve)
 
     backbones = commands.add_parser("backbones", parents=[client_options], help="list backbones")
@@ -482,7 +509,15 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("ids", type=int, nargs="+")
     remove.add_argument("--collection", required=True)
     remove.set_defaults(run=cmd_items_delete)
+
+    from service.cli_labels import add_label_commands  # imports this module
+
+    add_label_commands(commands, client_options)
     return parser
+
+
+def _read_pem(path: str | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -490,7 +525,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.run is cmd_serve:
         return cmd_serve(args)
     try:
-        with StrataClient(args.server, timeout=args.timeout) as client:
+        with StrataClient(
+            args.server,
+            timeout=args.timeout,
+            token=args.token or os.environ.get("STRATA_TOKEN") or None,
+            root_certificates=_read_pem(args.ca),
+            private_key=_read_pem(args.key),
+            certificate_chain=_read_pem(args.cert),
+        ) as client:
             return int(args.run(args, client))
     except (StrataClientError, UsageError, OSError) as exc:
         if isinstance(exc, StrataClientError):

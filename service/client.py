@@ -19,6 +19,7 @@ import grpc
 
 from service.generated.strata.v1 import strata_pb2 as pb
 from service.generated.strata.v1 import strata_pb2_grpc as pb_grpc
+from service.labels_client import LabelsClientMixin
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -48,7 +49,7 @@ def default_server() -> str:
     return os.environ.get("STRATA_SERVER") or DEFAULT_SERVER
 
 
-class StrataClient:
+class StrataClient(LabelsClientMixin):
     def __init__(
         self,
         target: str | None = None,

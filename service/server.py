@@ -1,4 +1,5 @@
-"""Building and running the gRPC server: health checking and reflection on, graceful stop."""
+"""Building and running the gRPC server: health checking and reflection on, TLS and bearer
+tokens when configured, indexes reconciled with SQL before serving, graceful stop."""
 
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from indexer import collections
 from indexer.context import Context
 from indexer.settings import Settings
+from service.auth import TokenAuthInterceptor
 from service.generated.strata.v1 import strata_pb2, strata_pb2_grpc
+from service.labels_servicer import LABELS_SERVICE_NAME, add_labels_service
 from service.servicer import StrataServicer
+from service.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +33,12 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     ctx: Context
-    health: health.HealthServicer
+    health: health.aio.HealthServicer
     saver: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float | None = SHUTDOWN_GRACE_S) -> None:
         """Flip health to NOT_SERVING, let in-flight calls finish, save indexes."""
-        self.health.enter_graceful_shutdown()
+        await self.health.enter_graceful_shutdown()
         if self.saver is not None:
             self.saver.cancel()
         await self.server.stop(grace)
@@ -41,31 +46,80 @@ class RunningServer:
 
 
 async def create_server(settings: Settings, address: str | None = None) -> RunningServer:
-    """Build and start a server on `address` (port 0 picks a free one); returns it running."""
+    """Build and start a server on `address` (port 0 picks a free one); returns it running.
+
+    Every collection's indexes are opened, checked and reconciled with SQL before the port
+    opens, so the first request never meets a stale or corrupt index."""
     ctx = await asyncio.to_thread(Context.open, settings)
+    try:
+        await asyncio.to_thread(reconcile_indexes, ctx)
+        credentials = server_credentials(settings)
+    except BaseException:
+        await asyncio.to_thread(ctx.close)
+        raise
     limit = settings.max_message_bytes
+    interceptors = []
+    if settings.read_tokens or settings.write_tokens:
+        interceptors.append(TokenAuthInterceptor(settings.read_tokens, settings.write_tokens))
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
         ],
+        interceptors=interceptors,
         maximum_concurrent_rpcs=settings.max_concurrent_requests,
     )
     strata_pb2_grpc.add_StrataServicer_to_server(StrataServicer(ctx), server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    add_labels_service(ctx, server)
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, LABELS_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+        server,
     )
-    port = server.add_insecure_port(address or settings.listen)
+    where = address or settings.listen
+    if credentials is not None:
+        port = server.add_secure_port(where, credentials)
+    else:
+        port = server.add_insecure_port(where)
     if port == 0:
-        raise OSError(f"cannot listen on {address or settings.listen}")
+        await asyncio.to_thread(ctx.close)
+        raise OSError(f"cannot listen on {where}")
+    _warn_if_exposed(settings, where)
     await server.start()
     for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     running = RunningServer(server, port, ctx, health_servicer)
     running.saver = asyncio.create_task(_save_periodically(ctx, settings.index_save_interval_s))
     return running
+
+
+def reconcile_indexes(ctx: Context) -> int:
+    """Open every (collection, depth) index: verified against its manifest, brought level with
+    SQL, rebuilt when missing or corrupt; changed ones are saved. Returns how many opened."""
+    opened = 0
+    for info in collections.list_collections(ctx):
+        for depth in info.depths:
+            ctx.indexes.get(info.id, depth.name, depth.dim)
+            opened += 1
+    saved = ctx.indexes.save_dirty()
+    log.info(
+        "opened %d index(es) at start-up: %d rebuilt from SQL, %d saved after reconciling",
+        opened,
+        ctx.indexes.rebuilds,
+        saved,
+    )
+    return opened
+
+
+def _warn_if_exposed(settings: Settings, address: str) -> None:
+    host = address.rpartition(":")[0].strip("[]")
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return
+    if settings.tls_cert is None:
+        log.warning("listening on %s without TLS: traffic, tokens included, is readable", address)
+    if not (settings.read_tokens or settings.write_tokens):
+        log.warning("listening on %s without tokens: anyone who reaches it can write", address)
 
 
 async def _save_periodically(ctx: Context, interval: float) -> None:

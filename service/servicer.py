@@ -16,6 +16,7 @@ from indexer.backbones.weights import resolve_weights_file
 from indexer.context import Context
 from indexer.errors import InvalidInput, WeightsMissing
 from service import convert
+from service.batcher import DynamicBatcher
 from service.errors import streaming, unary
 from service.generated.strata.v1 import strata_pb2 as pb
 from service.generated.strata.v1 import strata_pb2_grpc as pb_grpc
@@ -25,10 +26,22 @@ log = logging.getLogger(__name__)
 #: How long the AddImages batcher waits for more images before running a partial batch.
 BATCH_WAIT_S = 0.02
 
+#: Searches that may share a forward pass: collection, depths, k, serialized filter.
+SearchKey = tuple[str, tuple[str, ...], int, bytes]
+
 
 class StrataServicer(pb_grpc.StrataServicer):
     def __init__(self, ctx: Context):
         self.ctx = ctx
+        # Concurrent single-image searches share one forward pass and one FAISS search.
+        self.search_batcher: DynamicBatcher[SearchKey, search.Query, search.QueryResult] = (
+            DynamicBatcher(
+                self._search_batch,
+                max_batch=min(ctx.settings.search_batch_max, ctx.settings.max_images_per_request),
+                max_wait_s=ctx.settings.search_batch_wait_s,
+                name="search-batcher",
+            )
+        )
 
     # -- backbones ------------------------------------------------------------------------
 
@@ -148,7 +161,8 @@ class StrataServicer(pb_grpc.StrataServicer):
     async def _add_batch(
         self, collection: str, batch: list[pb.AddImageRequest]
     ) -> list[pb.AddImageResult]:
-        inputs, out = [], []
+        inputs: list[ingest.ImageInput] = []
+        out: list[tuple[str, InvalidInput | None]] = []
         for request in batch:
             if request.collection and request.collection != collection:
                 out.append(
@@ -210,16 +224,34 @@ class StrataServicer(pb_grpc.StrataServicer):
         self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
     ) -> pb.SearchResponse:
         queries = [_query(q, i) for i, q in enumerate(request.queries)]
-        results = await asyncio.to_thread(
-            search.search,
-            self.ctx,
-            request.collection,
-            queries,
-            list(request.depths),
-            request.k or 10,
-            convert.search_filter(request.filter),
-        )
+        if len(queries) == 1 and queries[0].image is not None:
+            where = request.filter.SerializeToString(deterministic=True)
+            key = (request.collection, tuple(request.depths), request.k or 10, where)
+            results = [await self.search_batcher.submit(key, queries[0])]
+        else:
+            results = await asyncio.to_thread(
+                search.search,
+                self.ctx,
+                request.collection,
+                queries,
+                list(request.depths),
+                request.k or 10,
+                convert.search_filter(request.filter),
+            )
         return pb.SearchResponse(queries=[convert.query_result(r) for r in results])
+
+    def _search_batch(
+        self, key: SearchKey, queries: list[search.Query]
+    ) -> list[search.QueryResult]:
+        collection, depths, k, where = key
+        return search.search(
+            self.ctx,
+            collection,
+            queries,
+            list(depths),
+            k,
+            convert.search_filter(pb.Filter.FromString(where)),
+        )
 
     @unary
     async def Embed(

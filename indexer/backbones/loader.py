@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from indexer.backbones.layers import resolve_layer
 from indexer.backbones.registry import get_backbone
 from indexer.backbones.spec import BackboneSpec, LayerInfo
 from indexer.backbones.weights import resolve_weights_file
+from indexer.runtime import Engine, EngineFactory, RuntimeOptions
 
 log = logging.getLogger(__name__)
 
@@ -27,52 +28,64 @@ def resolve_device(setting: str) -> torch.device:
 
 @dataclass
 class LoadedBackbone:
-    """A backbone in eval mode on its device, with normalisation constants ready there."""
+    """A backbone in eval mode on its device, with the engines that run its taps."""
 
     spec: BackboneSpec
     model: nn.Module
     device: torch.device
     weights_file: Path
-    mean: torch.Tensor
-    std: torch.Tensor
-    #: One forward pass at a time per model: hooks are per call, and torch already uses
-    #: every core inside one pass.
+    engines: EngineFactory
+    #: One forward pass at a time per model: hooks are per call, and one pass already uses
+    #: every core.
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def layer(self, depth: str) -> LayerInfo:
         return resolve_layer(self.spec, depth)
 
+    def engine(self, layers: Sequence[str], pooling: str, with_logits: bool = False) -> Engine:
+        return self.engines.get(layers, pooling, with_logits)
+
 
 def load_backbone(
-    spec: BackboneSpec, device: torch.device, weights_file: Path | None = None
+    spec: BackboneSpec,
+    device: torch.device,
+    weights_file: Path | None = None,
+    options: RuntimeOptions | None = None,
 ) -> LoadedBackbone:
+    options = options or RuntimeOptions()
+    options.validate()
     path = resolve_weights_file(spec, weights_file)
     model = spec.architecture()
     spec.weights.load(model, path)
-    model = model.eval().to(device)
-    if device.type == "cpu":
-        # Our inputs arrive as NHWC; keeping the weights channels-last avoids conversions.
-        model = model.to(memory_format=torch.channels_last)
+    # Inputs arrive as NHWC; channels-last weights avoid layout conversions on CPU and let
+    # cuDNN pick its tensor-core kernels on GPU.
+    model = model.eval().to(device).to(memory_format=torch.channels_last)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    pre = spec.preprocessing
-    log.info("loaded backbone %s from %s on %s", spec.name, path, device)
+    log.info(
+        "loaded backbone %s from %s on %s (engine %s)", spec.name, path, device, options.engine
+    )
     return LoadedBackbone(
         spec=spec,
         model=model,
         device=device,
         weights_file=path,
-        mean=torch.tensor(pre.mean, device=device).view(1, 3, 1, 1) * 255.0,
-        std=torch.tensor(pre.std, device=device).view(1, 3, 1, 1) * 255.0,
+        engines=EngineFactory(spec, model, device, path, options),
     )
 
 
 class BackboneCache:
     """Loads each backbone on first use and keeps it; thread-safe."""
 
-    def __init__(self, device: torch.device, weights_files: Mapping[str, Path] | None = None):
+    def __init__(
+        self,
+        device: torch.device,
+        weights_files: Mapping[str, Path] | None = None,
+        options: RuntimeOptions | None = None,
+    ):
         self.device = device
         self._weights_files = dict(weights_files or {})
+        self._options = options or RuntimeOptions()
         self._loaded: dict[str, LoadedBackbone] = {}
         self._lock = threading.Lock()
 
@@ -80,5 +93,7 @@ class BackboneCache:
         spec = get_backbone(name)
         with self._lock:
             if name not in self._loaded:
-                self._loaded[name] = load_backbone(spec, self.device, self._weights_files.get(name))
+                self._loaded[name] = load_backbone(
+                    spec, self.device, self._weights_files.get(name), self._options
+                )
             return self._loaded[name]

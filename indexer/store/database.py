@@ -1,4 +1,5 @@
-"""Engine and session factory, built once; SQLite tuned for concurrent use."""
+"""Engine and session factory, built once; SQLite tuned for concurrent use; the schema is
+created and upgraded by the Alembic migrations shipped in indexer/migrations."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from indexer.errors import FailedPrecondition
@@ -15,6 +18,9 @@ from indexer.store.models import Base
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+#: Key of the PostgreSQL advisory lock that serialises concurrent start-ups' migrations.
+MIGRATION_LOCK_KEY = 0x5354524154  # "STRAT"
 
 
 def create_database_engine(url: str) -> Engine:
@@ -48,14 +54,40 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_schema(engine: Engine) -> None:
+    """Bring the database to the newest schema (`alembic upgrade head`), in one transaction.
+
+    A database made before migrations existed (tables but no alembic_version) gets any
+    missing tables and is stamped at head, so it is never migrated twice."""
     try:
-        Base.metadata.create_all(engine)
+        with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Several servers starting at once on one database take turns.
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
+            config = alembic_config(connection)
+            tables = inspect(connection).get_table_names()
+            if "collections" in tables and "alembic_version" not in tables:
+                log.info("database predates migrations: creating missing tables, stamping head")
+                Base.metadata.create_all(connection)
+                command.stamp(config, "head")
+            else:
+                command.upgrade(config, "head")
     except Exception as exc:
         raise FailedPrecondition(
             f"cannot prepare the database at {engine.url.render_as_string(hide_password=True)}: "
             f"{exc}",
             hint="check --database / STRATA_DATABASE_URL and that the server is running",
         ) from exc
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration for the shipped migrations, running on `connection`."""
+    config = Config(str(MIGRATIONS_DIR / "alembic.ini"))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -3,6 +3,10 @@
 SQL is the source of truth. On first use an index file is verified against its manifest
 and reconciled with SQL (ids SQL has that the file lacks are added, ids it no longer has
 are removed); a missing, torn or corrupt file is rebuilt from SQL, never served.
+
+Each index's kind follows the collection's size under one IndexPolicy (exact Flat, then IVF
+retrained as it grows; see index_policy); searches run on a GPU copy when the device
+setting and the FAISS build allow it.
 """
 
 from __future__ import annotations
@@ -10,21 +14,32 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from indexer.store import repository
+from indexer.store.faiss_device import device_copier
+from indexer.store.index_policy import IndexPolicy, VectorSource, build_index
 from indexer.store.vector_index import IndexFileError, VectorIndex
 
 log = logging.getLogger(__name__)
 
 
 class IndexManager:
-    def __init__(self, root: Path, sessions: sessionmaker[Session]):
+    def __init__(
+        self,
+        root: Path,
+        sessions: sessionmaker[Session],
+        policy: IndexPolicy | None = None,
+        device: str = "cpu",
+    ):
         self.root = root
         self._sessions = sessions
+        self.policy = policy or IndexPolicy()
+        self._to_device = device_copier(device)
         self._indexes: dict[tuple[int, str], VectorIndex] = {}
         self._lock = threading.Lock()
         self.rebuilds = 0  # how many indexes had to be rebuilt from SQL (for logs and tests)
@@ -46,18 +61,24 @@ class IndexManager:
         path = self.path_for(collection_id, depth)
         with self._sessions() as session:
             sql_ids = repository.vector_ids(session, collection_id, depth)
+            exact = self._sql_source(collection_id, depth, dim)
             if not path.exists() and len(sql_ids) == 0:
-                return VectorIndex(dim)
+                return VectorIndex(
+                    dim, policy=self.policy, to_device=self._to_device, exact_source=exact
+                )
             try:
-                index = VectorIndex.load(path, dim)
+                index = VectorIndex.load(
+                    path, dim, policy=self.policy, to_device=self._to_device, exact_source=exact
+                )
             except IndexFileError as exc:
                 log.warning("rebuilding index from SQL: %s", exc)
-                return self._rebuild(session, collection_id, depth, dim)
+                return self._rebuild(session, collection_id, depth, dim, len(sql_ids))
             self._reconcile(session, index, collection_id, depth, dim, sql_ids)
             if index.ntotal != len(sql_ids):
                 log.warning("index %s disagrees with SQL after reconciling; rebuilding", path)
-                return self._rebuild(session, collection_id, depth, dim)
-            return index
+                return self._rebuild(session, collection_id, depth, dim, len(sql_ids))
+        index.maybe_rebuild()  # the policy or the size may have changed since it was saved
+        return index
 
     def _reconcile(
         self,
@@ -84,13 +105,32 @@ class IndexManager:
                 len(stale),
             )
 
-    def _rebuild(self, session: Session, collection_id: int, depth: str, dim: int) -> VectorIndex:
+    def _rebuild(
+        self, session: Session, collection_id: int, depth: str, dim: int, count: int
+    ) -> VectorIndex:
+        """Build the index the policy wants for the SQL vectors, reading them twice when
+        it has to train (a sample, then everything), never all at once."""
         self.rebuilds += 1
-        index = VectorIndex(dim)
-        for ids, matrix in repository.iter_vectors(session, collection_id, depth, dim):
-            index.add(ids, matrix)
+        built = build_index(
+            dim,
+            lambda: repository.iter_vectors(session, collection_id, depth, dim),
+            count,
+            self.policy,
+        )
+        index = VectorIndex.from_built(
+            dim, built, self.policy, self._to_device, self._sql_source(collection_id, depth, dim)
+        )
         index.save(self.path_for(collection_id, depth))
         return index
+
+    def _sql_source(self, collection_id: int, depth: str, dim: int) -> VectorSource:
+        """Exact vectors from SQL, for rebuilds that cannot use the index's fp16 copies."""
+
+        def read() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            with self._sessions() as session:
+                yield from repository.iter_vectors(session, collection_id, depth, dim)
+
+        return read
 
     def remove_items(self, collection_id: int, ids: np.ndarray) -> None:
         with self._lock:

@@ -113,3 +113,22 @@ class Vector(Base):
     )
     depth: Mapped[str] = mapped_column(String(200), primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Probe(Base):
+    """A linear probe trained on one depth of a collection: its classes, weights on
+    standardised features, the standardisation and the cross-validated metrics."""
+
+    __tablename__ = "probes"
+
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    depth: Mapped[str] = mapped_column(String(200), primary_key=True)
+    classes: Mapped[str] = mapped_column(Text)  # JSON list, index-aligned with weight columns
+    weight: Mapped[bytes] = mapped_column(LargeBinary)  # float32 (dim, classes)
+    bias: Mapped[bytes] = mapped_column(LargeBinary)  # float32 (classes,)
+    mean: Mapped[bytes] = mapped_column(LargeBinary)  # float32 (dim,)
+    scale: Mapped[bytes] = mapped_column(LargeBinary)  # float32 (dim,)
+    metrics: Mapped[str] = mapped_column(Text)  # JSON: accuracy, macro_f1, confusion, ...
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

@@ -2,7 +2,14 @@
 
 The index is a cache derived from SQL. Files are written atomically (temp file, fsync,
 rename, fsync of the directory) next to a manifest holding the vector count, the highest
-item id and a checksum, so a torn or corrupt file is detected on load and never served.
+item id, the index kind and a checksum, so a torn or corrupt file is detected on load and
+never served.
+
+Its kind follows its size (see index_policy): exact Flat while small, IVF trained on its own
+vectors past a threshold, retrained as it grows. A rebuild reads a copy of the contents a
+little at a time and trains off the lock; writes meanwhile are journaled and replayed onto
+the new index, which is then swapped in. Searches wait only for single chunk copies and the
+final swap.
 """
 
 from __future__ import annotations
@@ -10,17 +17,43 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
+from faiss.contrib.inspect_tools import get_invlist
+
+from indexer.store.faiss_device import DeviceCopier
+from indexer.store.index_policy import (
+    FLAT,
+    IVF,
+    KINDS,
+    BuildReport,
+    BuiltIndex,
+    IndexPolicy,
+    VectorSource,
+    build_index,
+    new_flat,
+)
 
 log = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+
+#: Rows copied per lock hold when a rebuild reads the live index.
+SNAPSHOT_CHUNK = 20_000
+#: Journaled vectors replayed under the lock at swap time; more are replayed before it.
+SWAP_REPLAY_MAX = 5_000
+REPLAY_ROUNDS_MAX = 8
+#: After a failed rebuild, wait this long before trying again.
+REBUILD_RETRY_S = 300.0
 
 
 class IndexFileError(Exception):
@@ -35,59 +68,284 @@ class Manifest:
     max_item_id: int
     checksum: str
     kind: str
+    #: How the index was last built (absent from version-1 manifests).
+    trained_vectors: int = 0
+    lists: int = 0
+    nprobe: int = 0
+    calibrated_recall: float = 1.0
+
+
+@dataclass(frozen=True)
+class _Write:
+    ids: np.ndarray
+    vectors: np.ndarray | None  # None: a removal
 
 
 class VectorIndex:
     """Thread-safe wrapper: one writer or one searcher at a time on the FAISS object."""
 
-    def __init__(self, dim: int, index: faiss.Index | None = None, kind: str = "flat"):
+    def __init__(
+        self,
+        dim: int,
+        index: faiss.Index | None = None,
+        kind: str = FLAT,
+        *,
+        policy: IndexPolicy | None = None,
+        built: BuildReport | None = None,
+        to_device: DeviceCopier | None = None,
+        exact_source: VectorSource | None = None,
+    ):
         self.dim = dim
         self.kind = kind
-        self._index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        # Any: an IndexIDMap2 or an IndexIVFScalarQuantizer, and FAISS's stubs miss most
+        # of their SWIG attributes (id_map, nlist, invlists, ...).
+        self._index: Any = index if index is not None else new_flat(dim)
+        self.policy = policy or IndexPolicy()
+        self.built = built or BuildReport(kind, int(self._index.ntotal))
         self._lock = threading.RLock()
         self.dirty = False
+        # Writes since a rebuild started, replayed onto the new index; None: no rebuild.
+        self._journal: list[_Write] | None = None
+        self._rebuilder: threading.Thread | None = None
+        self._no_rebuild_before = 0.0
+        self.rebuilds_done = 0
+        # Where exact vectors can be re-read (SQL). IVF holds fp16 copies: enough to retrain
+        # IVF (fp16 round-trips exactly), not for going back to an exact Flat index.
+        self.exact_source = exact_source
+        # The search device's copy, refreshed when `_version` moved on since it was made.
+        self._to_device = to_device
+        self._device_index: faiss.Index | None = None
+        self._version = 0
+        self._device_version = -1
+
+    @classmethod
+    def from_built(
+        cls,
+        dim: int,
+        built: BuiltIndex,
+        policy: IndexPolicy | None = None,
+        to_device: DeviceCopier | None = None,
+        exact_source: VectorSource | None = None,
+    ) -> VectorIndex:
+        report = built.report
+        return cls(
+            dim,
+            built.index,
+            report.kind,
+            policy=policy,
+            built=report,
+            to_device=to_device,
+            exact_source=exact_source,
+        )
 
     @property
     def ntotal(self) -> int:
         return int(self._index.ntotal)
 
+    @property
+    def nprobe(self) -> int:
+        """Cells scanned per query (0 for Flat)."""
+        return int(self._index.nprobe) if self.kind == IVF else 0
+
     def ids(self) -> np.ndarray:
         with self._lock:
-            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            if self.kind == FLAT:
+                return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            return _ivf_ids(self._index)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
+        ids = np.asarray(ids, dtype=np.int64)
+        matrix = _as_matrix(vectors, self.dim)
         with self._lock:
-            self._index.add_with_ids(_as_matrix(vectors, self.dim), ids.astype(np.int64))
-            self.dirty = True
+            self._index.add_with_ids(matrix, ids)
+            if self._journal is not None:
+                self._journal.append(_Write(ids.copy(), matrix.copy()))
+            self._changed()
+        self.maybe_rebuild()
 
     def remove(self, ids: np.ndarray) -> int:
         if len(ids) == 0:
             return 0
+        ids = np.asarray(ids, dtype=np.int64)
         with self._lock:
-            removed = int(self._index.remove_ids(faiss.IDSelectorBatch(ids.astype(np.int64))))
-            self.dirty = self.dirty or removed > 0
-            return removed
+            removed = int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
+            if self._journal is not None:
+                self._journal.append(_Write(ids.copy(), None))
+            if removed:
+                self._changed()
+        if removed:
+            self.maybe_rebuild()
+        return removed
+
+    def _changed(self) -> None:
+        self.dirty = True
+        self._version += 1
 
     def search(
         self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids) per query; ids of -1 mark empty slots. `allowed_ids`
-        restricts the search to those items (exact, via FAISS's id selector)."""
+        restricts the search to those items (via FAISS's id selector, on the CPU index)."""
         queries = _as_matrix(queries, self.dim)
         with self._lock:
-            k = max(1, min(k, self.ntotal)) if self.ntotal else 1
-            if self.ntotal == 0:
+            total = self.ntotal
+            if total == 0:
                 n = len(queries)
                 return np.full((n, 1), -np.inf, np.float32), np.full((n, 1), -1, np.int64)
-            if allowed_ids is None:
-                scores, ids = self._index.search(queries, k)
+            k = max(1, min(k, total))
+            selector = None
+            if allowed_ids is not None:
+                selector = faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64))
+            params = faiss.SearchParametersIVF() if self.kind == IVF else faiss.SearchParameters()
+            if selector is not None:
+                params.sel = selector  # kept alive by `selector` until the search returns
+            if isinstance(params, faiss.SearchParametersIVF):
+                allowed = total if allowed_ids is None else len(allowed_ids)
+                params.nprobe = self._nprobe_for(k, total, allowed)
+            index = self._index if selector is not None else self._search_device_index()
+            if self.kind == FLAT and selector is None:
+                scores, ids = index.search(queries, k)
             else:
-                selector = faiss.IDSelectorBatch(allowed_ids.astype(np.int64))
-                params = faiss.SearchParameters(sel=selector)
-                scores, ids = self._index.search(queries, k, params=params)
+                scores, ids = index.search(queries, k, params=params)
+        scores[ids < 0] = -np.inf  # IVF marks empty slots with -FLT_MAX
         return scores, ids
+
+    def _nprobe_for(self, k: int, total: int, allowed: int) -> int:
+        """The calibrated nprobe, widened so the cells scanned hold as many allowed items
+        as an unfiltered search sees, and at least 2k candidates on average."""
+        lists = int(self._index.nlist)
+        allowed = max(1, min(allowed, total))
+        per_list = allowed / lists
+        wanted = max(self._index.nprobe * total / allowed, 2 * k / per_list)
+        return int(min(lists, math.ceil(wanted)))
+
+    def _search_device_index(self) -> faiss.Index:
+        """The index to search: a device (GPU) copy when there is one, kept current."""
+        if self._to_device is None:
+            return self._index
+        if self._device_version != self._version:
+            self._device_index = None  # free the stale copy before making the new one
+            try:
+                self._device_index = self._to_device(self._index)
+            except RuntimeError as exc:
+                log.warning("cannot copy the index to the search device (%s); using CPU", exc)
+                self._to_device = None
+                return self._index
+            self._device_version = self._version
+        assert self._device_index is not None
+        return self._device_index
+
+    # -- growth: rebuild as the kind or size the policy wants ------------------------------
+
+    def needs_rebuild(self) -> bool:
+        return self.policy.wants_rebuild(self.kind, self.ntotal, self.built.vectors)
+
+    def maybe_rebuild(self) -> None:
+        """Start a rebuild when the policy asks for one and none is running: in a background
+        thread, or here when the policy says so."""
+        if not self.needs_rebuild() or time.monotonic() < self._no_rebuild_before:
+            return
+        if not self.policy.background:
+            self.rebuild()
+            return
+        with self._lock:
+            if self._rebuilder is not None and self._rebuilder.is_alive():
+                return
+            self._rebuilder = threading.Thread(
+                target=self._rebuild_in_background, name="index-rebuild", daemon=True
+            )
+            self._rebuilder.start()
+
+    def wait_for_rebuild(self, timeout: float | None = None) -> None:
+        thread = self._rebuilder
+        if thread is not None:
+            thread.join(timeout)
+
+    def _rebuild_in_background(self) -> None:
+        try:
+            self.rebuild()
+        except Exception:
+            self._no_rebuild_before = time.monotonic() + REBUILD_RETRY_S
+            log.exception("rebuilding a %s index of %d vectors failed", self.kind, self.ntotal)
+
+    def rebuild(self) -> bool:
+        """Build the index the policy wants for the current vectors from a copy of them, and
+        swap it in. False when another rebuild is already running."""
+        with self._lock:
+            if self._journal is not None:
+                return False
+            self._journal = []
+            total = self.ntotal
+            kind = self.policy.kind_for(total, self.kind)
+            lossy = self.kind == IVF and kind == FLAT
+        source = self.exact_source if lossy and self.exact_source is not None else self._snapshot
+        try:
+            built = build_index(self.dim, source, total, self.policy, kind)
+            self._catch_up_and_swap(built)
+        except BaseException:
+            with self._lock:
+                self._journal = None
+            raise
+        log.info(
+            "index rebuilt as %s from %d vectors (nprobe %d) in %.1fs",
+            built.report.kind,
+            built.report.vectors,
+            built.report.nprobe,
+            built.report.seconds,
+        )
+        return True
+
+    def _snapshot(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The live contents as (ids, vectors) chunks, copied a piece per lock hold. Writes
+        that land meanwhile are in the journal, so the pieces need not agree in time."""
+        if self.kind == FLAT:
+            with self._lock:  # Flat compacts on removal: copy it in one hold
+                ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+                if len(ids) == 0:
+                    return
+                vectors = faiss.downcast_index(self._index.index).reconstruct_n(0, len(ids))
+            for start in range(0, len(ids), SNAPSHOT_CHUNK):
+                end = start + SNAPSHOT_CHUNK
+                yield ids[start:end], vectors[start:end]
+            return
+        ivf = self._index
+        ids_parts: list[np.ndarray] = []
+        code_parts: list[np.ndarray] = []
+        rows = 0
+        for list_no in range(ivf.nlist):
+            with self._lock:
+                if self._index is not ivf:
+                    raise RuntimeError("index swapped during a snapshot")
+                list_ids, codes = get_invlist(ivf.invlists, list_no)
+            ids_parts.append(list_ids)
+            code_parts.append(codes)
+            rows += len(list_ids)
+            if rows >= SNAPSHOT_CHUNK or list_no == ivf.nlist - 1:
+                if rows:
+                    yield np.concatenate(ids_parts), ivf.sq.decode(np.concatenate(code_parts))
+                ids_parts, code_parts, rows = [], [], 0
+
+    def _catch_up_and_swap(self, built: BuiltIndex) -> None:
+        """Replay the journal onto the new index, most of it off the lock, then swap."""
+        for round_no in range(REPLAY_ROUNDS_MAX + 1):
+            with self._lock:
+                assert self._journal is not None
+                pending = self._journal
+                if round_no == REPLAY_ROUNDS_MAX or _journal_rows(pending) <= SWAP_REPLAY_MAX:
+                    _replay(built.index, pending)
+                    self._index, self.kind, self.built = (
+                        built.index,
+                        built.report.kind,
+                        built.report,
+                    )
+                    self._journal = None
+                    self.rebuilds_done += 1
+                    self._changed()
+                    return
+                self._journal = []
+            _replay(built.index, pending)
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -95,7 +353,7 @@ class VectorIndex:
         """Write the index and its manifest atomically; returns the manifest written."""
         with self._lock:
             blob = faiss.serialize_index(self._index).tobytes()
-            ids = faiss.vector_to_array(self._index.id_map)
+            ids = self.ids()
             manifest = Manifest(
                 version=MANIFEST_VERSION,
                 dim=self.dim,
@@ -103,6 +361,10 @@ class VectorIndex:
                 max_item_id=int(ids.max()) if len(ids) else 0,
                 checksum=hashlib.sha256(blob).hexdigest(),
                 kind=self.kind,
+                trained_vectors=self.built.vectors,
+                lists=self.built.lists,
+                nprobe=self.nprobe,
+                calibrated_recall=self.built.recall,
             )
             self.dirty = False
         _atomic_write(path, blob)
@@ -110,7 +372,15 @@ class VectorIndex:
         return manifest
 
     @classmethod
-    def load(cls, path: Path, dim: int) -> VectorIndex:
+    def load(
+        cls,
+        path: Path,
+        dim: int,
+        *,
+        policy: IndexPolicy | None = None,
+        to_device: DeviceCopier | None = None,
+        exact_source: VectorSource | None = None,
+    ) -> VectorIndex:
         """Load and verify against the manifest; IndexFileError when anything is off."""
         try:
             manifest = Manifest(**json.loads(manifest_path(path).read_bytes()))
@@ -121,15 +391,71 @@ class VectorIndex:
             raise IndexFileError(f"{path}: checksum does not match its manifest")
         if manifest.dim != dim:
             raise IndexFileError(f"{path}: dim {manifest.dim}, expected {dim}")
+        if manifest.kind not in KINDS:
+            raise IndexFileError(f"{path}: unknown index kind {manifest.kind!r}")
         try:
             index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
         except RuntimeError as exc:
             raise IndexFileError(f"{path}: FAISS cannot read it ({exc})") from exc
+        expected_type = (
+            faiss.IndexIDMap2 if manifest.kind == FLAT else faiss.IndexIVFScalarQuantizer
+        )
+        if not isinstance(index, expected_type):
+            raise IndexFileError(f"{path}: holds a {type(index).__name__}, not {manifest.kind}")
         if index.ntotal != manifest.vectors or index.d != dim:
             raise IndexFileError(
                 f"{path}: holds {index.ntotal} vectors, manifest says {manifest.vectors}"
             )
-        return cls(dim, index, manifest.kind)
+        built = BuildReport(
+            manifest.kind,
+            manifest.trained_vectors or manifest.vectors,
+            manifest.lists,
+            manifest.nprobe,
+            manifest.calibrated_recall,
+        )
+        return cls(
+            dim,
+            index,
+            manifest.kind,
+            policy=policy,
+            built=built,
+            to_device=to_device,
+            exact_source=exact_source,
+        )
+
+
+def _ivf_ids(ivf: Any) -> np.ndarray:
+    invlists = ivf.invlists
+    parts = [np.zeros(0, np.int64)]
+    for list_no in range(ivf.nlist):
+        size = invlists.list_size(list_no)
+        if size:
+            pointer = invlists.get_ids(list_no)
+            parts.append(faiss.rev_swig_ptr(pointer, size).astype(np.int64))  # a copy
+            invlists.release_ids(list_no, pointer)
+    return np.concatenate(parts)
+
+
+def _journal_rows(writes: list[_Write]) -> int:
+    return sum(len(w.ids) for w in writes)
+
+
+def _replay(index: faiss.Index, writes: list[_Write]) -> None:
+    """Apply journaled writes: each id ends as its last write left it. Idempotent, so ids
+    the new index already holds from the snapshot are not duplicated."""
+    if not writes:
+        return
+    final: dict[int, np.ndarray | None] = {}
+    for write in writes:
+        for row, item_id in enumerate(write.ids.tolist()):
+            final[item_id] = None if write.vectors is None else write.vectors[row]
+    touched = np.fromiter(final, dtype=np.int64, count=len(final))
+    index.remove_ids(faiss.IDSelectorBatch(touched))
+    present = [(i, v) for i, v in final.items() if v is not None]
+    if present:
+        index.add_with_ids(
+            np.stack([v for _, v in present]), np.array([i for i, _ in present], dtype=np.int64)
+        )
 
 
 def manifest_path(index_path: Path) -> Path:

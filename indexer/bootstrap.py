@@ -1,0 +1,357 @@
+"""Label bootstrapping from a few human labels: predict the rest, suggest what to label
+next, find human labels that look wrong.
+
+Three predictors per depth compete by stratified k-fold accuracy on the human labels, on
+the same folds: a linear probe, a weighted kNN vote among labelled items, and label
+propagation over the collection's FAISS neighbour graph (which also uses the unlabelled
+items). The winner's out-of-fold probabilities find label issues; its predictions on the
+unlabelled items give labels and uncertainties.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from indexer import labelled_vectors
+from indexer.collections import CollectionInfo, get_collection
+from indexer.context import Context
+from indexer.errors import FailedPrecondition, InvalidInput
+from indexer.evaluation import stratified_folds, usable_folds
+from indexer.labelled_vectors import LabelledVectors
+from indexer.linear_model import fit_linear
+from indexer.neighbours import NeighbourGraph, knn_probabilities, neighbour_graph, propagate
+from indexer.probes import DEFAULT_FOLDS, check_folds
+from indexer.store import label_repository, repository
+from indexer.store.repository import DepthSpec
+
+log = logging.getLogger(__name__)
+
+METHODS: tuple[str, ...] = ("probe", "knn", "propagation")
+MAX_SUGGESTIONS = 10_000
+
+
+@dataclass(frozen=True)
+class Candidate:
+    method: str
+    depth: str
+    cv_accuracy: float
+
+
+@dataclass
+class _Fitted:
+    """One depth's data and graph, and a candidate's out-of-fold probabilities there."""
+
+    candidate: Candidate
+    data: LabelledVectors
+    graph: NeighbourGraph | None
+    out_of_fold: np.ndarray  # (labelled, classes), rows in data.labelled order
+
+
+@dataclass(frozen=True)
+class Choice:
+    best: Candidate
+    candidates: list[Candidate]
+
+
+@dataclass(frozen=True)
+class LabelPrediction:
+    id: int
+    uri: str
+    label: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    choice: Choice
+    predictions: list[LabelPrediction]
+    stored: int
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    id: int
+    uri: str
+    score: float
+
+
+@dataclass(frozen=True)
+class SuggestResult:
+    depth: str
+    method: str  # the predictor behind the uncertainties; "" when there were too few labels
+    suggestions: list[Suggestion]
+
+
+@dataclass(frozen=True)
+class LabelIssue:
+    id: int
+    uri: str
+    label: str
+    suggested: str
+    score: float  # 1 - out-of-fold probability of the given label
+
+
+@dataclass(frozen=True)
+class IssuesResult:
+    choice: Choice
+    issues: list[LabelIssue]
+
+
+# -- choosing a predictor -------------------------------------------------------------------
+
+
+def _check_methods(methods: Sequence[str]) -> list[str]:
+    chosen = list(dict.fromkeys(methods)) or list(METHODS)
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        raise InvalidInput(
+            f"unknown method(s) {', '.join(unknown)}", hint=f"use {', '.join(METHODS)}"
+        )
+    return chosen
+
+
+def _choose(
+    ctx: Context,
+    collection: CollectionInfo,
+    depths: Sequence[str],
+    methods: Sequence[str],
+    folds: int,
+    seed: int,
+) -> tuple[_Fitted, Choice]:
+    """Cross-validate every (method, depth) on the same folds; the most accurate wins."""
+    check_folds(folds)
+    methods = _check_methods(methods)
+    specs = [collection.depth(d) for d in dict.fromkeys(depths)] or list(collection.depths)
+    fitted: list[_Fitted] = []
+    for spec in specs:
+        data = labelled_vectors.load(ctx, collection, spec)
+        y = data.y[data.labelled]
+        k = usable_folds(y, folds, f"predicting labels in collection {collection.name!r}")
+        assignment = stratified_folds(y, k, seed)
+        graph = _graph(ctx, collection, spec, data) if "propagation" in methods else None
+        for method in methods:
+            oof = _out_of_fold(ctx, method, data, graph, assignment, seed)
+            accuracy = float((oof.argmax(axis=1) == y).mean())
+            fitted.append(_Fitted(Candidate(method, spec.name, accuracy), data, graph, oof))
+            log.info("CV %s at %s: accuracy %.3f", method, spec.name, accuracy)
+    best = max(fitted, key=lambda f: f.candidate.cv_accuracy)
+    return best, Choice(best.candidate, [f.candidate for f in fitted])
+
+
+def _graph(
+    ctx: Context, collection: CollectionInfo, spec: DepthSpec, data: LabelledVectors
+) -> NeighbourGraph:
+    index = ctx.indexes.get(collection.id, spec.name, spec.dim)
+    return neighbour_graph(index, data.ids, data.x)
+
+
+def _out_of_fold(
+    ctx: Context,
+    method: str,
+    data: LabelledVectors,
+    graph: NeighbourGraph | None,
+    assignment: np.ndarray,
+    seed: int,
+) -> np.ndarray:
+    labelled = data.labelled
+    out = np.zeros((len(labelled), len(data.classes)), np.float32)
+    for fold in np.unique(assignment):
+        train, test = labelled[assignment != fold], labelled[assignment == fold]
+        out[assignment == fold] = _fit_predict(ctx, method, data, graph, train, test, seed)
+    return out
+
+
+def _fit_predict(
+    ctx: Context,
+    method: str,
+    data: LabelledVectors,
+    graph: NeighbourGraph | None,
+    train: np.ndarray,
+    targets: np.ndarray,
+    seed: int,
+) -> np.ndarray:
+    """Probabilities for the items at positions `targets`, learning from those at `train`."""
+    device: torch.device = ctx.backbones.device
+    n_classes = len(data.classes)
+    if method == "probe":
+        model = fit_linear(data.x[train], data.y[train], n_classes, device, seed=seed)
+        return model.probabilities(data.x[targets], device)
+    if method == "knn":
+        return knn_probabilities(data.x[train], data.y[train], data.x[targets], n_classes, device)
+    if graph is None:
+        raise AssertionError("propagation needs the neighbour graph")
+    return propagate(graph, train, data.y[train], n_classes, device)[targets]
+
+
+# -- predict --------------------------------------------------------------------------------
+
+
+def predict_labels(
+    ctx: Context,
+    collection_name: str,
+    depths: Sequence[str] = (),
+    methods: Sequence[str] = (),
+    folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+    dry_run: bool = False,
+) -> PredictResult:
+    """Label every item without a human label with the best predictor; store the labels
+    as `predicted` (never over a human label) unless `dry_run`."""
+    collection = get_collection(ctx, collection_name)
+    best, choice = _choose(ctx, collection, depths, methods, folds, seed)
+    data = best.data
+    targets = data.unlabelled
+    probabilities = _fit_predict(
+        ctx, best.candidate.method, data, best.graph, data.labelled, targets, seed
+    )
+    winners = probabilities.argmax(axis=1)
+    ids = data.ids[targets].tolist()
+    confidence = probabilities[np.arange(len(targets)), winners]
+    stored = 0
+    with ctx.sessions.begin() as session:
+        uris = label_repository.item_uris(session, collection.id, ids)
+        if not dry_run:
+            stored = label_repository.set_predicted_labels(
+                session,
+                {
+                    item_id: (data.classes[w], float(c))
+                    for item_id, w, c in zip(ids, winners, confidence, strict=True)
+                },
+            )
+    predictions = [
+        LabelPrediction(item_id, uris.get(item_id, ""), data.classes[w], float(c))
+        for item_id, w, c in zip(ids, winners, confidence, strict=True)
+    ]
+    return PredictResult(choice, predictions, stored)
+
+
+# -- suggest --------------------------------------------------------------------------------
+
+
+def suggest_labels(
+    ctx: Context,
+    collection_name: str,
+    n: int,
+    depth: str = "",
+    metadata: Mapping[str, str] | None = None,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+) -> SuggestResult:
+    """The `n` unlabelled items most worth labelling next: uncertain (small margin between
+    the best predictor's top two classes) and far from everything labelled or already
+    suggested (greedy k-center coverage). Score = (1 - margin) x cosine distance."""
+    if not 1 <= n <= MAX_SUGGESTIONS:
+        raise InvalidInput(f"n={n} is out of range", hint=f"use 1..{MAX_SUGGESTIONS}")
+    collection = get_collection(ctx, collection_name)
+    spec = collection.depth(depth) if depth else collection.depths[-1]
+    method = ""
+    best: _Fitted | None = None
+    try:
+        best, _ = _choose(ctx, collection, [depth] if depth else [], (), folds, seed)
+        data, method = best.data, best.candidate.method
+        spec = collection.depth(best.candidate.depth)
+    except FailedPrecondition as exc:  # too few labels for any predictor: coverage alone
+        log.info("suggesting by coverage alone: %s", exc)
+        data = labelled_vectors.load(ctx, collection, spec)
+    pool = data.unlabelled
+    if metadata:
+        with ctx.sessions() as session:
+            allowed = repository.filter_item_ids(session, collection.id, (), metadata)
+        pool = pool[np.isin(data.ids[pool], allowed)]
+    if best is not None and len(pool):
+        probabilities = _fit_predict(ctx, method, data, best.graph, data.labelled, pool, seed)
+        top2 = -np.sort(-probabilities, axis=1)[:, :2]
+        uncertainty = 1.0 - (top2[:, 0] - top2[:, 1])
+    else:
+        uncertainty = np.ones(len(pool), np.float32)
+    known = np.flatnonzero(data.y != labelled_vectors.UNLABELLED)
+    picks, scores = _k_center(ctx.backbones.device, data.x, pool, known, uncertainty, n)
+    with ctx.sessions() as session:
+        uris = label_repository.item_uris(session, collection.id, data.ids[picks].tolist())
+    suggestions = [
+        Suggestion(int(data.ids[p]), uris.get(int(data.ids[p]), ""), float(s))
+        for p, s in zip(picks, scores, strict=True)
+    ]
+    return SuggestResult(spec.name, method, suggestions)
+
+
+def _k_center(
+    device: torch.device,
+    x: np.ndarray,
+    pool: np.ndarray,
+    known: np.ndarray,
+    uncertainty: np.ndarray,
+    n: int,
+) -> tuple[list[int], list[float]]:
+    """Greedy picks maximising uncertainty x distance to the nearest known-or-picked item."""
+    if len(pool) == 0:
+        return [], []
+    with torch.inference_mode():
+        candidates = torch.as_tensor(x[pool], device=device)
+        distance = torch.full((len(pool),), 2.0, device=device)
+        for start in range(0, len(known), 4096):
+            centres = torch.as_tensor(x[known[start : start + 4096]], device=device)
+            nearest = 1.0 - (candidates @ centres.T).amax(dim=1)
+            distance = torch.minimum(distance, nearest)
+        weight = torch.as_tensor(uncertainty, dtype=torch.float32, device=device)
+        picks: list[int] = []
+        scores: list[float] = []
+        for _ in range(min(n, len(pool))):
+            score = weight * distance.clamp(min=0.0)
+            score[picks] = -1.0
+            best = int(score.argmax())
+            picks.append(best)
+            scores.append(float(score[best]))
+            distance = torch.minimum(distance, 1.0 - candidates @ candidates[best])
+    return [int(pool[p]) for p in picks], scores
+
+
+# -- issues ---------------------------------------------------------------------------------
+
+
+def label_issues(
+    ctx: Context,
+    collection_name: str,
+    depths: Sequence[str] = (),
+    methods: Sequence[str] = (),
+    folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+) -> IssuesResult:
+    """Human labels that look wrong, most suspicious first, by confident learning
+    (Northcutt et al., as cleanlab's `find_label_issues(filter_by="confident_learning")`):
+    with out-of-fold probabilities P and per-class thresholds t_j = mean P[j] over items
+    labelled j, an item is counted for the class k maximising P[k] among those with
+    P[k] >= t_k; it is an issue when that class is not its label."""
+    collection = get_collection(ctx, collection_name)
+    best, choice = _choose(ctx, collection, depths, methods, folds, seed)
+    data, p = best.data, best.out_of_fold
+    y = data.y[data.labelled]
+    n_classes = len(data.classes)
+    thresholds = np.array(
+        [p[y == j, j].mean() if (y == j).any() else 1.0 for j in range(n_classes)]
+    )
+    above = p >= thresholds[None, :] - 1e-6
+    confident = np.where(above, p, -1.0).argmax(axis=1)
+    flagged = above.any(axis=1) & (confident != y)
+    rows = np.flatnonzero(flagged)
+    score = 1.0 - p[rows, y[rows]]
+    rows = rows[np.argsort(-score, kind="stable")]
+    ids = data.ids[data.labelled[rows]].tolist()
+    with ctx.sessions() as session:
+        uris = label_repository.item_uris(session, collection.id, ids)
+    issues = [
+        LabelIssue(
+            item_id,
+            uris.get(item_id, ""),
+            data.classes[y[r]],
+            data.classes[confident[r]],
+            float(1.0 - p[r, y[r]]),
+        )
+        for item_id, r in zip(ids, rows, strict=True)
+    ]
+    return IssuesResult(choice, issues)
