@@ -19,7 +19,7 @@ from indexer.context import Context
 from indexer.embedding import PreparedImage, embed_prepared, prepare_many
 from indexer.errors import InvalidInput, StrataError
 from indexer.store import repository
-from indexer.store.models import Label
+from indexer.store.models import Item, Label
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ def _store(
     replaced_ids: list[int] = []
     replaced_positions: set[int] = set()
     stored: list[tuple[int, int, int]] = []  # (position, row in features, item id)
+    inserted: list[tuple[int, int, Item]] = []  # (position, row in features, new item)
     with ctx.sessions.begin() as session:
         existing = repository.find_items_by_uri(
             session, collection.id, [image.name for _, image in to_embed]
@@ -161,15 +162,21 @@ def _store(
                 metadata=metadata,
             )
             item.labels = labels
-            session.flush()  # assigns item.id
             if old is not None:
                 replaced_positions.add(position)
-            stored.append((position, row, item.id))
-            repository.put_vectors(
-                session,
-                item.id,
-                {d.name: features.vectors[d.layer][row] for d in collection.depths},
-            )
+            inserted.append((position, row, item))
+        # One flush inserts every item in a batched statement and assigns the ids; then the
+        # vectors of these new ids go in with one executemany.
+        session.flush()
+        stored = [(position, row, item.id) for position, row, item in inserted]
+        repository.insert_vectors(
+            session,
+            [
+                (item_id, d.name, features.vectors[d.layer][row])
+                for _, row, item_id in stored
+                for d in collection.depths
+            ],
+        )
     # Committed: now the derived FAISS indexes, then acknowledge.
     ids = np.array([item_id for _, _, item_id in stored], dtype=np.int64)
     rows = [row for _, row, _ in stored]

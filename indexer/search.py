@@ -10,8 +10,8 @@ import numpy as np
 
 from indexer.collections import CollectionInfo, get_collection
 from indexer.context import Context
-from indexer.embedding import embed_prepared, prepare_one
-from indexer.errors import InvalidInput
+from indexer.embedding import embed_prepared, prepare_many
+from indexer.errors import InvalidInput, StrataError
 from indexer.store import repository
 
 
@@ -120,10 +120,18 @@ def _query_vectors(
     if image_positions:
         backbone = ctx.backbones.get(collection.backbone)
         pre = backbone.spec.preprocessing
-        prepared = [
-            prepare_one(queries[p].name, queries[p].image or b"", pre, ctx.settings.max_pixels)
-            for p in image_positions
-        ]
+        # Decoded in the pool: a batch of queries (see service/batcher.py) decodes in parallel.
+        outcomes = prepare_many(
+            [(queries[p].name, queries[p].image or b"") for p in image_positions],
+            pre,
+            ctx.settings.max_pixels,
+            ctx.decode_pool,
+        )
+        prepared = []
+        for outcome in outcomes:
+            if isinstance(outcome, StrataError):
+                raise outcome
+            prepared.append(outcome)
         layers = {d: collection.depth(d).layer for d in depths}
         features = embed_prepared(
             backbone, prepared, list(layers.values()), collection.pooling, ctx.settings.batch_size

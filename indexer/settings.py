@@ -44,7 +44,8 @@ class Settings:
     #: FAISS index kind follows a collection's size: exact Flat up to this many vectors,
     #: then IVF (fp16 codes) trained on its own vectors, retrained each time it grows by
     #: index_retrain_growth, with nprobe calibrated to reach index_target_recall (recall@10).
-    index_flat_max_vectors: int = 50_000
+    #: 20k x 1,280 floats is about the largest Flat one core scans in ~10 ms.
+    index_flat_max_vectors: int = 20_000
     index_retrain_growth: float = 2.0
     index_target_recall: float = 0.95
     #: Dynamic batching of concurrent single-image searches: at most this many per forward

@@ -148,7 +148,8 @@ class StrataServicer(pb_grpc.StrataServicer):
         if first is None:
             return [], True
         batch = [first]
-        while len(batch) < self.ctx.settings.batch_size:
+        limit = min(self.ctx.settings.batch_size, self.ctx.settings.max_images_per_request)
+        while len(batch) < limit:
             try:
                 nxt = await asyncio.wait_for(queue.get(), BATCH_WAIT_S)
             except TimeoutError:

@@ -27,7 +27,12 @@ import numpy as np
 from PIL import Image
 from skimage import data as skdata
 
-CIFAR_ZIP = Path(os.environ.get("STRATA_CIFAR_ZIP", "/work/shared/datasets/cifar10-small.zip"))
+# The shared datasets sit next to the project's root (../shared/datasets) on dev and CI
+# machines; STRATA_CIFAR_ZIP points elsewhere.
+CIFAR_ZIP = Path(
+    os.environ.get("STRATA_CIFAR_ZIP")
+    or Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-small.zip"
+)
 CIFAR_MISSING_REASON = f"{CIFAR_ZIP} is not on this machine (shared datasets are dev/CI only)"
 
 # `skimage.data.cat` is `chelsea` again, and the right stereo frame nearly repeats the

@@ -267,8 +267,12 @@ def test_serve_starts_and_stops_on_sigterm(
     )
     try:
         assert process.stdout is not None
-        line = process.stdout.readline()  # printed once the server is listening
-        assert f"serving on 127.0.0.1:{port}" in line, (line, process.poll())
+        seen = []
+        for line in process.stdout:  # "serving on ..." is printed once it listens
+            seen.append(line)
+            if "serving on" in line:
+                break
+        assert f"serving on 127.0.0.1:{port}" in "".join(seen), (seen, process.poll())
         name = f"serve-{uuid.uuid4().hex[:6]}"
         created = strata("collections", "create", name, "--depths", "edges", "--server",
                          f"127.0.0.1:{port}", "--json")  # fmt: skip

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from indexer.settings import Settings, SettingsError
-from indexer.store import repository
+from indexer.store import repository, vector_index
 from indexer.store.database import create_database_engine, create_schema, make_session_factory
 from indexer.store.faiss_device import device_copier
 from indexer.store.index_manager import IndexManager
@@ -290,40 +290,49 @@ def test_manager_rebuilds_ivf_from_sql_and_reconciles(
 
 
 class WritesDuringSnapshot(VectorIndex):
-    """Writes from inside the rebuild's read of the live index: after its first chunk, as a
-    concurrent ingest or delete would land at that moment."""
+    """Writes from inside the rebuild's read of the live index, after the first chunk of
+    pass `write_on_pass` (IVF reads twice: 1 samples, 2 adds), as a concurrent ingest or
+    delete would land at that moment."""
 
     writes: list[tuple[str, np.ndarray, np.ndarray | None]]
+    write_on_pass: int
+    passes = 0
 
     def _snapshot(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        self.passes += 1
         for number, chunk in enumerate(super()._snapshot()):
             yield chunk
-            if number == 0:
+            if number == 0 and self.passes == self.write_on_pass:
                 for op, ids, vectors in self.writes:
                     if op == "add":
                         assert vectors is not None
                         self.add(ids, vectors)
                     else:
                         self.remove(ids)
-                self.writes = []
 
 
-def test_writes_during_a_rebuild_are_replayed(data: tuple[np.ndarray, ...]) -> None:
+@pytest.mark.parametrize("write_on_pass", [1, 2])
+def test_writes_during_a_rebuild_are_replayed(
+    data: tuple[np.ndarray, ...], monkeypatch: pytest.MonkeyPatch, write_on_pass: int
+) -> None:
     ids, vectors, _ = data
+    # Several snapshot chunks, so removals compact Flat under the reading cursor.
+    monkeypatch.setattr(vector_index, "SNAPSHOT_CHUNK", 300)
     index = WritesDuringSnapshot(DIM, policy=policy(flat_max_vectors=1_000))
+    index.write_on_pass = write_on_pass
     fill(index, ids[:900], vectors[:900])
     assert index.kind == FLAT
     # Removed: some already read (first chunk), some not; added: new ids, and a replaced one.
+    removed = np.concatenate([ids[:5], ids[895:900], ids[1_000:1_010]])
     replaced = vectors[3_000]
     index.writes = [
         ("add", ids[1_000:1_400], vectors[1_000:1_400]),
-        ("remove", np.concatenate([ids[:5], ids[895:900], ids[1_000:1_010]]), None),
+        ("remove", removed, None),
         ("add", ids[6:7], replaced[None, :]),
     ]
     index.add(ids[900:1_001], vectors[900:1_001])  # crosses 1,000: rebuilds (inline policy)
-    assert index.kind == IVF and index.rebuilds_done == 1
-    expected = np.setdiff1d(ids[:1_400], np.concatenate([ids[:5], ids[895:900], ids[1_000:1_010]]))
-    np.testing.assert_array_equal(np.sort(index.ids()), expected)
+    assert index.kind == IVF and index.rebuilds_done == 1 and index.passes == 2
+    np.testing.assert_array_equal(np.sort(index.ids()), np.setdiff1d(ids[:1_400], removed))
     scores, found = index.search(replaced[None, :], 1)
     assert found[0, 0] == ids[6] and scores[0, 0] == pytest.approx(1.0, abs=1e-3)
 

@@ -201,6 +201,10 @@ def test_mutual_tls_needs_a_client_certificate_from_the_client_ca(
     assert json.loads(capsys.readouterr().out)["error"]["code"] == "UNAVAILABLE"
 
 
+def test_default_listen_address_is_loopback_only() -> None:
+    assert Settings.load(env={}).listen.startswith("127.0.0.1:")
+
+
 def test_tls_settings_fail_loudly(tmp_path: Path) -> None:
     cert = tmp_path / "server.crt"
     cert.write_text("x")

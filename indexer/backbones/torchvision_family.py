@@ -17,7 +17,7 @@ from torchvision.models import WeightsEnum
 
 from indexer.backbones.registry import register
 from indexer.backbones.spec import BackboneSpec, Preprocessing, WeightsSource
-from indexer.backbones.weights import files_named, load_strict, torch_hub_checkpoints
+from indexer.backbones.weights import files_named, load_strict
 
 
 def _spec(
@@ -40,7 +40,8 @@ def _spec(
             candidates=files_named(filename),
             install_hint=(
                 f"copy {filename} (published at {weights.url}) into "
-                f"{torch_hub_checkpoints()} or into $STRATA_WEIGHTS_DIR"
+                "$TORCH_HOME/hub/checkpoints (default ~/.cache/torch/hub/checkpoints) "
+                "or into $STRATA_WEIGHTS_DIR"
             ),
             load=load_strict,
         ),

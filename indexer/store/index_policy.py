@@ -52,7 +52,7 @@ VectorSource = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
 @dataclass(frozen=True)
 class IndexPolicy:
     #: Exact Flat up to this many vectors, IVF above.
-    flat_max_vectors: int = 50_000
+    flat_max_vectors: int = 20_000
     #: Retrain an IVF index once it holds this factor more vectors than it was trained on.
     retrain_growth: float = 2.0
     #: recall@recall_k against exact search that nprobe is calibrated to reach...
@@ -172,8 +172,13 @@ def _build_ivf(
 ) -> BuiltIndex | None:
     rng = np.random.default_rng(policy.seed)
     lists = policy.lists_for(total)
-    sample_ids, sample = _sample(source, total, lists * policy.train_per_list, rng, dim)
-    lists = min(lists, len(sample) // MIN_TRAIN_PER_LIST)
+    wanted = lists * policy.train_per_list + policy.calibration_queries
+    sample_ids, sample = _sample(source, total, wanted, rng, dim)
+    # Calibration queries stay out of training: centroids fitted to them would flatter recall.
+    queries = min(policy.calibration_queries, len(sample) // 10)
+    query_ids, query_vectors = sample_ids[:queries], sample[:queries]
+    train = sample[queries:]
+    lists = min(lists, len(train) // MIN_TRAIN_PER_LIST)
     if lists < 2:
         return None  # too few vectors to train on: Flat it is
     index = faiss.IndexIVFScalarQuantizer(
@@ -188,10 +193,9 @@ def _build_ivf(
     index.cp.seed = policy.seed
     index.cp.spherical = True  # unit vectors, inner product: keep centroids on the sphere
     index.cp.max_points_per_centroid = policy.train_per_list + 1  # we sampled already
-    index.train(sample)
+    index.train(train)
 
-    queries = min(policy.calibration_queries, len(sample))
-    exact = _TopK(sample[:queries], policy.recall_k + 1)
+    exact = _TopK(query_vectors, policy.recall_k + 1)
     for ids, vectors in source():
         ids = np.asarray(ids, dtype=np.int64)
         matrix = _matrix(vectors, dim)
@@ -199,8 +203,8 @@ def _build_ivf(
         exact.push(matrix, ids)
     nprobe, recall = calibrate_nprobe(
         index,
-        sample[:queries],
-        sample_ids[:queries],
+        query_vectors,
+        query_ids,
         exact.ids,
         policy.recall_k,
         min(1.0, policy.target_recall + policy.recall_margin),

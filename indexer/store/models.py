@@ -29,6 +29,7 @@ class Collection(Base):
     """A set of images embedded with one backbone, one pooling and fixed depths."""
 
     __tablename__ = "collections"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -59,7 +60,11 @@ class Item(Base):
     """One image of a collection; unique by uri within the collection."""
 
     __tablename__ = "items"
-    __table_args__ = (UniqueConstraint("collection_id", "uri", name="uq_items_collection_uri"),)
+    # AUTOINCREMENT: ids are never reused, so an id always means one image's vectors.
+    __table_args__ = (
+        UniqueConstraint("collection_id", "uri", name="uq_items_collection_uri"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     collection_id: Mapped[int] = mapped_column(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from indexer.errors import AlreadyExists, NotFound
@@ -133,6 +133,18 @@ def put_vectors(session: Session, item_id: int, vectors: Mapping[str, np.ndarray
         Vector(item_id=item_id, depth=depth, data=np.asarray(v, np.float32).tobytes())
         for depth, v in vectors.items()
     )
+
+
+def insert_vectors(session: Session, rows: Sequence[tuple[int, str, np.ndarray]]) -> None:
+    """(item id, depth, vector) rows of items that have no vectors yet, in one executemany."""
+    if rows:
+        session.execute(
+            insert(Vector),
+            [
+                {"item_id": item_id, "depth": depth, "data": np.asarray(v, np.float32).tobytes()}
+                for item_id, depth, v in rows
+            ],
+        )
 
 
 def get_items(session: Session, collection_id: int, ids: Sequence[int]) -> dict[int, Item]:

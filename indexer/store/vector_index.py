@@ -48,7 +48,9 @@ log = logging.getLogger(__name__)
 MANIFEST_VERSION = 2
 
 #: Rows copied per lock hold when a rebuild reads the live index.
-SNAPSHOT_CHUNK = 20_000
+SNAPSHOT_CHUNK = 5_000
+#: Rows added per lock hold.
+ADD_CHUNK = 4_096
 #: Journaled vectors replayed under the lock at swap time; more are replayed before it.
 SWAP_REPLAY_MAX = 5_000
 REPLAY_ROUNDS_MAX = 8
@@ -109,6 +111,7 @@ class VectorIndex:
         self._rebuilder: threading.Thread | None = None
         self._no_rebuild_before = 0.0
         self.rebuilds_done = 0
+        self.history: list[BuildReport] = []  # reports of the rebuilds swapped in, in order
         # Where exact vectors can be re-read (SQL). IVF holds fp16 copies: enough to retrain
         # IVF (fp16 round-trips exactly), not for going back to an exact Flat index.
         self.exact_source = exact_source
@@ -144,25 +147,35 @@ class VectorIndex:
 
     @property
     def nprobe(self) -> int:
-        """Cells scanned per query (0 for Flat)."""
+        """Cells scanned per query (0 for Flat): calibrated at each build; settable to
+        trade recall for speed until the next one."""
         return int(self._index.nprobe) if self.kind == IVF else 0
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        with self._lock:
+            if self.kind == IVF:
+                self._index.nprobe = max(1, min(int(value), int(self._index.nlist)))
+                self._changed()
 
     def ids(self) -> np.ndarray:
         with self._lock:
-            if self.kind == FLAT:
-                return faiss.vector_to_array(self._index.id_map).astype(np.int64)
-            return _ivf_ids(self._index)
+            return _index_ids(self._index, self.kind)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
         ids = np.asarray(ids, dtype=np.int64)
         matrix = _as_matrix(vectors, self.dim)
-        with self._lock:
-            self._index.add_with_ids(matrix, ids)
-            if self._journal is not None:
-                self._journal.append(_Write(ids.copy(), matrix.copy()))
-            self._changed()
+        # A piece per lock hold: adding to IVF assigns cells, and searches should not wait
+        # for a whole bulk add.
+        for start in range(0, len(ids), ADD_CHUNK):
+            piece_ids, piece = ids[start : start + ADD_CHUNK], matrix[start : start + ADD_CHUNK]
+            with self._lock:
+                self._index.add_with_ids(piece, piece_ids)
+                if self._journal is not None:
+                    self._journal.append(_Write(piece_ids.copy(), piece.copy()))
+                self._changed()
         self.maybe_rebuild()
 
     def remove(self, ids: np.ndarray) -> int:
@@ -301,15 +314,20 @@ class VectorIndex:
         """The live contents as (ids, vectors) chunks, copied a piece per lock hold. Writes
         that land meanwhile are in the journal, so the pieces need not agree in time."""
         if self.kind == FLAT:
-            with self._lock:  # Flat compacts on removal: copy it in one hold
-                ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
-                if len(ids) == 0:
-                    return
-                vectors = faiss.downcast_index(self._index.index).reconstruct_n(0, len(ids))
-            for start in range(0, len(ids), SNAPSHOT_CHUNK):
-                end = start + SNAPSHOT_CHUNK
-                yield ids[start:end], vectors[start:end]
-            return
+            # A removal compacts Flat, so rows after the cursor can slip below it between
+            # two holds; the swap finds and adds such rows (see _add_skipped).
+            start = 0
+            while True:
+                with self._lock:
+                    end = min(start + SNAPSHOT_CHUNK, self.ntotal)
+                    if end <= start:
+                        return
+                    ids = faiss.rev_swig_ptr(self._index.id_map.data(), end)[start:].copy()
+                    vectors = faiss.downcast_index(self._index.index).reconstruct_n(
+                        start, end - start
+                    )
+                yield ids.astype(np.int64), vectors
+                start = end
         ivf = self._index
         ids_parts: list[np.ndarray] = []
         code_parts: list[np.ndarray] = []
@@ -335,6 +353,8 @@ class VectorIndex:
                 pending = self._journal
                 if round_no == REPLAY_ROUNDS_MAX or _journal_rows(pending) <= SWAP_REPLAY_MAX:
                     _replay(built.index, pending)
+                    if self.kind == FLAT:
+                        self._add_skipped(built)
                     self._index, self.kind, self.built = (
                         built.index,
                         built.report.kind,
@@ -342,10 +362,22 @@ class VectorIndex:
                     )
                     self._journal = None
                     self.rebuilds_done += 1
+                    self.history.append(built.report)
                     self._changed()
                     return
                 self._journal = []
             _replay(built.index, pending)
+
+    def _add_skipped(self, built: BuiltIndex) -> None:
+        """Rows of the live Flat index that its chunked snapshot missed (moved by a
+        removal between two chunks) go into the new index too. Cheap: Flat stays small."""
+        live_ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        new_ids = _index_ids(built.index, built.report.kind)
+        rows = np.flatnonzero(~np.isin(live_ids, new_ids))
+        if len(rows):
+            vectors = faiss.downcast_index(self._index.index).reconstruct_batch(rows)
+            built.index.add_with_ids(vectors, live_ids[rows])
+            log.info("rebuild: %d row(s) moved during the snapshot were added", len(rows))
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -422,6 +454,12 @@ class VectorIndex:
             to_device=to_device,
             exact_source=exact_source,
         )
+
+
+def _index_ids(index: Any, kind: str) -> np.ndarray:
+    if kind == FLAT:
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    return _ivf_ids(index)
 
 
 def _ivf_ids(ivf: Any) -> np.ndarray:

@@ -1,0 +1,396 @@
+"""Serving: concurrent single-image searches over gRPC, dynamically batched, side by side with
+the same server without batching and with a bare forward pass + FAISS search, in one run.
+
+    python bench/serve.py                          # 1, 8 and 32 clients, 20 s each
+    python bench/serve.py --seconds 10 --clients 1 8 --json
+
+Photos: --items JPEGs of typical ImageNet size (500x375 or 375x500, quality 90): random
+crops, mirrors and exposure changes of scikit-image's colour photos. Queries are other
+crops of the same photos (near neighbours exist, as in real use).
+
+Index: an efficientnet_lite0 collection (edges, parts, semantics) filled through the library
+(indexer.ingest) in this process, saved, then served by `strata serve` subprocesses on free
+ports over the same data folder: one with the dynamic batcher (the default settings), one
+with batches of one (--no-unbatched skips it). Clients are threads with one channel each,
+sending single-image Search requests (k=10, every depth) back to back.
+
+Bare: in this process, with the same settings and code, one image already decoded: one
+forward pass tapping the three depths, then FAISS search at each depth, no gRPC, no
+batcher, no SQL. Also timed: decoding included, and the whole library call (search.search:
+decode, forward, FAISS, SQL lookups of the hits). The service's overhead for one request is
+its single-client p50 over the bare p50. Bare runs are interleaved with the server runs so
+load from other processes falls on both. Results go to bench/out/serve.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT_DIR = ROOT / "bench" / "out"
+COLLECTION = "serve-bench"
+K = 10
+
+
+# -- photos ---------------------------------------------------------------------------------
+
+
+def make_photos(count: int, seed: int) -> list[tuple[str, bytes]]:
+    """`count` JPEGs: random crops (40-100% of the area) of scikit-image's colour photos,
+    resized to 500x375 (or 375x500), maybe mirrored, exposure x0.8-1.2, quality 90."""
+    from PIL import Image, ImageEnhance, ImageOps
+    from skimage import data
+
+    sources = [
+        Image.fromarray(a).convert("RGB")
+        for a in (
+            data.astronaut(),
+            data.chelsea(),
+            data.coffee(),
+            data.rocket(),
+            data.hubble_deep_field(),
+            data.retina(),
+            data.immunohistochemistry(),
+            data.stereo_motorcycle()[0],
+        )
+    ]
+    rng = np.random.default_rng(seed)
+    photos = []
+    for i in range(count):
+        source = sources[i % len(sources)]
+        portrait = bool(rng.random() < 0.3)
+        aspect = 3 / 4 if portrait else 4 / 3
+        width, height = source.size
+        crop_w = min(width, round((width * height * rng.uniform(0.4, 1.0) * aspect) ** 0.5))
+        crop_h = min(height, round(crop_w / aspect))
+        left = int(rng.integers(0, width - crop_w + 1))
+        top = int(rng.integers(0, height - crop_h + 1))
+        size = (375, 500) if portrait else (500, 375)
+        photo = source.crop((left, top, left + crop_w, top + crop_h)).resize(size)
+        if rng.random() < 0.5:
+            photo = ImageOps.mirror(photo)
+        photo = ImageEnhance.Brightness(photo).enhance(float(rng.uniform(0.8, 1.2)))
+        buffer = io.BytesIO()
+        photo.save(buffer, "JPEG", quality=90)
+        photos.append((f"photo-{seed}-{i:04d}.jpg", buffer.getvalue()))
+    return photos
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def strata_server(data_dir: Path, env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """`strata serve` in a subprocess; yields its address once health says SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    address = f"127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "service.cli", "serve", "--listen", address]
+    command += ["--data", str(data_dir), "--device", "cpu"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env={**clean, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"strata serve exited: {log_path.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"strata serve not ready: {log_path.read_text()[-3000:]}")
+            with grpc.insecure_channel(address) as channel:
+                try:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=1
+                    )
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.RpcError:
+                    pass
+            time.sleep(0.3)
+        yield address
+    finally:
+        process.terminate()
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def load_test(address: str, queries: list[bytes], clients: int, seconds: float) -> dict:
+    """`clients` threads, one channel each, single-image searches back to back."""
+    from service.client import StrataClient
+
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[str] = []
+    ready = threading.Barrier(clients + 1)
+    stop_at = [0.0]
+
+    def client(number: int) -> None:
+        with StrataClient(address, timeout=120) as strata:
+            strata.search(COLLECTION, [queries[number % len(queries)]], k=K)  # warm up
+            ready.wait()
+            n = number
+            while time.perf_counter() < stop_at[0]:
+                began = time.perf_counter()
+                try:
+                    strata.search(COLLECTION, [queries[n % len(queries)]], k=K)
+                except Exception as exc:  # report, keep measuring the rest
+                    errors.append(str(exc))
+                latencies[number].append(time.perf_counter() - began)
+                n += clients
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    stop_at[0] = time.perf_counter() + 3600
+    ready.wait()
+    began = time.perf_counter()
+    stop_at[0] = began + seconds
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    flat = np.array([x for per in latencies for x in per]) * 1000
+    return {
+        "clients": clients,
+        "requests": len(flat),
+        "requests_per_s": round(len(flat) / elapsed, 2),
+        "p50_ms": round(float(np.percentile(flat, 50)), 2),
+        "p99_ms": round(float(np.percentile(flat, 99)), 2),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+    }
+
+
+# -- the bare path, in this process -----------------------------------------------------------
+
+
+class Bare:
+    """The library's parts called directly: decode, forward pass, FAISS, (SQL)."""
+
+    def __init__(self, ctx: Any):
+        from indexer.collections import get_collection
+
+        self.ctx = ctx
+        self.collection = get_collection(ctx, COLLECTION)
+        self.backbone = ctx.backbones.get(self.collection.backbone)
+        self.layers = [d.layer for d in self.collection.depths]
+        self.indexes = [
+            (d.layer, ctx.indexes.get(self.collection.id, d.name, d.dim))
+            for d in self.collection.depths
+        ]
+
+    def prepare(self, image: bytes) -> Any:
+        from indexer.embedding import prepare_one
+
+        pre = self.backbone.spec.preprocessing
+        return prepare_one("query", image, pre, self.ctx.settings.max_pixels)
+
+    def forward_and_search(self, prepared: list[Any]) -> None:
+        from indexer.embedding import embed_prepared
+
+        features = embed_prepared(
+            self.backbone, prepared, self.layers, self.collection.pooling, len(prepared)
+        )
+        for layer, index in self.indexes:
+            index.search(features.vectors[layer], K)
+
+    def timed(self, queries: list[bytes], repeats: int) -> dict:
+        from indexer import search
+
+        prepared = [self.prepare(q) for q in queries]
+        self.forward_and_search(prepared[:1])  # warm up
+        bare, decode, library = [], [], []
+        for i in range(repeats):
+            image = queries[i % len(queries)]
+            began = time.perf_counter()
+            self.forward_and_search([prepared[i % len(prepared)]])
+            bare.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            self.forward_and_search([self.prepare(image)])
+            decode.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            search.search(self.ctx, COLLECTION, [search.Query("q", image=image)], k=K)
+            library.append(time.perf_counter() - began)
+        return {"forward_faiss": bare, "decode_forward_faiss": decode, "library_search": library}
+
+    def batched_ceiling(self, queries: list[bytes], batch: int, repeats: int) -> float:
+        """Images/s of forward + FAISS in batches of `batch`, decoding included: the most
+        the service could do with perfect batching."""
+        began = time.perf_counter()
+        for _ in range(repeats):
+            self.forward_and_search([self.prepare(queries[i % len(queries)]) for i in range(batch)])
+        return batch * repeats / (time.perf_counter() - began)
+
+
+def median_ms(samples: list[float]) -> float:
+    return round(statistics.median(samples) * 1000, 2)
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    import torch
+
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, default=200, help="photos in the collection")
+    parser.add_argument("--queries", type=int, default=16, help="distinct query photos")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--seconds", type=float, default=20.0, help="per load level")
+    parser.add_argument("--bare-repeats", type=int, default=30)
+    parser.add_argument("--batch-max", type=int, default=None, help="STRATA_SEARCH_BATCH_MAX")
+    parser.add_argument("--wait-ms", type=float, default=None, help="STRATA_SEARCH_BATCH_WAIT_S")
+    parser.add_argument("--no-unbatched", action="store_true", help="skip the batch-of-one run")
+    parser.add_argument("--out", type=Path, default=OUT_DIR / "serve.json")
+    parser.add_argument("--json", action="store_true", help="print the JSON result to stdout")
+    args = parser.parse_args()
+
+    from indexer import ingest
+    from indexer.context import Context
+    from indexer.settings import Settings
+
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+    batched_env: dict[str, str] = {}
+    if args.batch_max is not None:
+        batched_env["STRATA_SEARCH_BATCH_MAX"] = str(args.batch_max)
+    if args.wait_ms is not None:
+        batched_env["STRATA_SEARCH_BATCH_WAIT_S"] = str(args.wait_ms / 1000)
+    runs = {"batched": batched_env}
+    if not args.no_unbatched:
+        runs["unbatched"] = {"STRATA_SEARCH_BATCH_MAX": "1"}
+
+    with tempfile.TemporaryDirectory(prefix="strata-serve-bench-") as tmp:
+        data_dir = Path(tmp) / "data"
+        settings = Settings.load(env={}, data_dir=data_dir, device="cpu")
+        ctx = Context.open(settings)
+        try:
+            log(f"indexing {args.items} photos through the library")
+            from indexer.collections import create_collection
+
+            create_collection(
+                ctx, COLLECTION, "efficientnet_lite0", ["edges", "parts", "semantics"], "avg"
+            )
+            photos = make_photos(args.items, seed=1)
+            inputs = [ingest.ImageInput(uri, data, (), {}) for uri, data in photos]
+            for start in range(0, len(inputs), 32):
+                ingest.add_images(ctx, COLLECTION, inputs[start : start + 32])
+            ctx.indexes.save_dirty()
+            queries = [data for _, data in make_photos(args.queries, seed=2)]
+            bare = Bare(ctx)
+
+            samples: dict[str, list[float]] = {}
+
+            def time_bare() -> None:
+                for name, values in bare.timed(queries, args.bare_repeats).items():
+                    samples.setdefault(name, []).extend(values)
+
+            time_bare()
+            result["runs"] = {}
+            for name, env in runs.items():
+                log(f"server ({name}, env {env or 'defaults'})")
+                log_path = Path(tmp) / f"serve-{name}.log"
+                with strata_server(data_dir, env, log_path) as address:
+                    levels = []
+                    for clients in args.clients:
+                        level = load_test(address, queries, clients, args.seconds)
+                        log(f"  {clients:>3} clients: {level}")
+                        levels.append(level)
+                        time_bare()  # interleaved, so both sides see the same load
+                result["runs"][name] = levels
+            ceiling = bare.batched_ceiling(queries, 32, 3)
+        finally:
+            ctx.close()
+
+    bare_ms = {name: median_ms(values) for name, values in samples.items()}
+    single = result["runs"]["batched"][0] if args.clients and args.clients[0] == 1 else None
+    result["bare_ms"] = bare_ms
+    result["bare_samples"] = {name: len(values) for name, values in samples.items()}
+    result["batched_ceiling_images_per_s"] = round(ceiling, 1)
+    if single is not None:
+        result["single_request"] = {
+            "grpc_p50_ms": single["p50_ms"],
+            "overhead_vs_forward_faiss": round(single["p50_ms"] / bare_ms["forward_faiss"] - 1, 3),
+            "overhead_vs_decode_forward_faiss": round(
+                single["p50_ms"] / bare_ms["decode_forward_faiss"] - 1, 3
+            ),
+            "overhead_vs_library_search": round(
+                single["p50_ms"] / bare_ms["library_search"] - 1, 3
+            ),
+        }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    summarise(result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    log(f"written to {args.out}")
+    return 0
+
+
+def summarise(result: dict[str, Any]) -> None:
+    log("")
+    log("| server | clients | requests/s | p50 | p99 |")
+    log("|---|---|---|---|---|")
+    for name, levels in result["runs"].items():
+        for level in levels:
+            log(
+                f"| {name} | {level['clients']} | {level['requests_per_s']} | "
+                f"{level['p50_ms']} ms | {level['p99_ms']} ms |"
+            )
+    log(f"\nbare (median ms): {result['bare_ms']}")
+    ceiling = result["batched_ceiling_images_per_s"]
+    log(f"forward+FAISS in batches of 32, decode included: {ceiling} images/s")
+    if "single_request" in result:
+        log(f"one request: {result['single_request']}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
