@@ -21,7 +21,7 @@ The two alternate (baseline first on even repeats, Strata first on odd ones) so 
 other processes falls on both; medians are compared. Checks: every vector Strata stored,
 read back from SQL, against the baseline's fp32 vector for the same file (min cosine per
 depth, must be >= 0.99); every item finds itself first through FAISS at every depth.
-Results go to bench/out/ingest-<time>.json.
+Results go to bench/out/ingest.json.
 """
 
 from __future__ import annotations
@@ -183,9 +183,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass
+class Server:
+    address: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far, all threads."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def strata_server(data_dir: Path, env: dict[str, str], log_file: Path) -> Iterator[str]:
-    """`strata serve` in a subprocess on a free port; yields its address once it answers."""
+def strata_server(data_dir: Path, env: dict[str, str], log_file: Path) -> Iterator[Server]:
+    """`strata serve` in a subprocess on a free port; yields it once it answers."""
     from service.client import StrataClient, StrataClientError
 
     address = f"127.0.0.1:{_free_port()}"
@@ -206,7 +217,7 @@ def strata_server(data_dir: Path, env: dict[str, str], log_file: Path) -> Iterat
                     if process.poll() is not None or time.monotonic() > deadline:
                         raise SystemExit(f"strata serve did not start; see {log_file}") from None
                     time.sleep(0.3)
-        yield address
+        yield Server(address, process.pid)
     finally:
         process.terminate()
         try:
@@ -350,7 +361,8 @@ def main() -> int:
         data_dir = root / "data"
         runs: list[dict[str, Any]] = []
         reference: dict[str, dict[str, np.ndarray]] = {}
-        with strata_server(data_dir, env, root / "server.log") as address:
+        with strata_server(data_dir, env, root / "server.log") as server:
+            address = server.address
             say(f"server on {address}; warming up (model load, engine build) ...")
             started = time.perf_counter()
             strata_index(address, warm, "warmup")
@@ -359,6 +371,7 @@ def main() -> int:
                 order = ("baseline", "strata") if repeat % 2 == 0 else ("strata", "baseline")
                 for kind in order:
                     before = load()
+                    cpu_before = time.process_time() + server.cpu_seconds()
                     if kind == "baseline":
                         started = time.perf_counter()
                         vectors = baseline.run(paths)
@@ -368,6 +381,8 @@ def main() -> int:
                     else:
                         document, seconds = strata_index(address, photos, f"bench{repeat}")
                         added = int(document["added"])
+                    # This process (baseline, or the index client) plus the server process.
+                    cpu = time.process_time() + server.cpu_seconds() - cpu_before
                     if added != len(paths):
                         raise SystemExit(f"{kind} produced {added} of {len(paths)} images")
                     runs.append(
@@ -376,6 +391,8 @@ def main() -> int:
                             "repeat": repeat,
                             "seconds": round(seconds, 3),
                             "images_per_s": round(len(paths) / seconds, 2),
+                            "cpu_seconds": round(cpu, 2),
+                            "images_per_cpu_s": round(len(paths) / cpu, 2),
                             "load_before": before,
                             "load_after": load(),
                         }
@@ -397,8 +414,8 @@ def main() -> int:
                 faiss_ok = faiss_ok and faiss_finds_itself(address, f"bench{repeat}", sample)
             server_log = (root / "server.log").read_text()
 
-    def median(kind: str) -> float:
-        return statistics.median(r["images_per_s"] for r in runs if r["kind"] == kind)
+    def median(kind: str, key: str = "images_per_s") -> float:
+        return statistics.median(r[key] for r in runs if r["kind"] == kind)
 
     result = {
         "benchmark": "ingest",
@@ -416,12 +433,17 @@ def main() -> int:
         "baseline_images_per_s": round(median("baseline"), 2),
         "strata_images_per_s": round(median("strata"), 2),
         "ratio": round(median("strata") / median("baseline"), 2),
+        "baseline_images_per_cpu_s": round(median("baseline", "images_per_cpu_s"), 2),
+        "strata_images_per_cpu_s": round(median("strata", "images_per_cpu_s"), 2),
+        "cpu_ratio": round(
+            median("strata", "images_per_cpu_s") / median("baseline", "images_per_cpu_s"), 2
+        ),
         "min_cosine": {d: round(v, 5) for d, v in cosine.items()},
         "cosine_ok": all(v >= MIN_COSINE for v in cosine.values()),
         "faiss_finds_itself": faiss_ok,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    out_file = args.out / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out_file = args.out / "ingest.json"
     out_file.write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result, indent=2))
@@ -446,18 +468,22 @@ def report(result: dict[str, Any]) -> str:
         f"{result['backbone']} at {', '.join(result['depths'])}; server engine "
         f"{result['engine']}, warm-up {result['warmup_s']} s",
         "",
-        f"{'run':<10}{'repeat':>7}{'images/s':>11}{'load before/after':>20}",
+        f"{'run':<10}{'repeat':>7}{'images/s':>11}{'images/CPU-s':>14}{'load before/after':>20}",
     ]
     for r in result["runs"]:
         lines.append(
             f"{r['kind']:<10}{r['repeat']:>7}{r['images_per_s']:>11.1f}"
+            f"{r['images_per_cpu_s']:>14.1f}"
             f"{r['load_before']:>12.2f} / {r['load_after']:<6.2f}"
         )
     lines += [
         "",
-        f"baseline (median) {result['baseline_images_per_s']:8.1f} images/s",
-        f"strata   (median) {result['strata_images_per_s']:8.1f} images/s",
-        f"ratio             {result['ratio']:8.2f}x",
+        f"{'(medians)':<10}{'images/s':>17}{'images/CPU-s':>14}",
+        f"{'baseline':<10}{result['baseline_images_per_s']:>17.1f}"
+        f"{result['baseline_images_per_cpu_s']:>14.1f}",
+        f"{'strata':<10}{result['strata_images_per_s']:>17.1f}"
+        f"{result['strata_images_per_cpu_s']:>14.1f}",
+        f"{'ratio':<10}{result['ratio']:>16.2f}x{result['cpu_ratio']:>13.2f}x",
         "min cosine vs fp32 baseline: "
         + ", ".join(f"{d} {v:.5f}" for d, v in result["min_cosine"].items())
         + ("  (ok)" if result["cosine_ok"] else f"  (BELOW {MIN_COSINE})"),

@@ -3,9 +3,11 @@ IndexPolicy, against the exact Flat baseline in the same run.
 
 The approximate side grows as a collection does: vectors are added in chunks to one
 VectorIndex, which starts exact (Flat), turns into IVF with fp16 codes past the threshold
-and retrains in a background thread each time it doubles (the service's code path, with
-searches running meanwhile). `--build bulk` instead builds it in one go from the source,
-as a rebuild from SQL does. The baseline is a Flat VectorIndex over the same vectors; its
+and retrains in a background thread each time it doubles (the service's code path), while
+a prober thread times single-query searches. A chunk waits for a running rebuild, as any
+real ingest is slower than training (`--overlap` races them: the journal of writes to
+replay then grows, and memory with it). `--build bulk` builds the index in one go from the
+source instead, as a rebuild from SQL does. The baseline is a Flat VectorIndex over the same vectors; its
 answers are the ground truth for recall@10.
 
 Data: a Gaussian mixture shaped like EfficientNet-Lite0 "semantics" embeddings (global
@@ -25,6 +27,7 @@ Examples (results go to bench/out/search.json; --json also prints them):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -116,13 +119,17 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 
 
 def single_query_latency(index: VectorIndex, queries: np.ndarray, threads: int) -> dict:
-    faiss.omp_set_num_threads(threads)
+    """One query at a time, FAISS on `threads` threads (the service uses the policy's
+    single_query_threads, 1 by default)."""
+    policy = index.policy
+    index.policy = dataclasses.replace(policy, single_query_threads=threads)
     index.search(queries[:3], K)  # warm up
     seconds = []
     for query in queries:
         began = time.perf_counter()
         index.search(query[None, :], K)
         seconds.append(time.perf_counter() - began)
+    index.policy = policy
     return {"threads": threads, **percentiles(seconds)}
 
 
@@ -176,6 +183,8 @@ def build_ann(
         index = VectorIndex(data.dim, policy=policy)
         with Prober(index, probes) as prober:
             for ids, vectors in data.chunks(args.vectors, args.chunk):
+                if not args.overlap:
+                    index.wait_for_rebuild()  # an ingest slower than training, see --overlap
                 index.add(ids, vectors)
                 log(f"  added {index.ntotal:>9,} ({index.kind}, rss {rss_gb():.1f} GB)")
             while True:  # let the last rebuilds finish (writes may have outrun one)
@@ -226,6 +235,12 @@ def main() -> int:
     parser.add_argument("--threshold", type=int, default=IndexPolicy().flat_max_vectors)
     parser.add_argument("--chunk", type=int, default=50_000, help="vectors per add")
     parser.add_argument("--build", choices=("incremental", "bulk"), default="incremental")
+    parser.add_argument(
+        "--overlap",
+        action="store_true",
+        help="keep adding while a rebuild runs (a burst faster than any real ingest: the "
+        "journal of writes to replay grows, and memory with it)",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="FAISS threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-baseline", action="store_true", help="skip the exact Flat side")
@@ -270,6 +285,7 @@ def main() -> int:
         flat_policy = IndexPolicy(flat_max_vectors=max(args.vectors, 1), background=False)
         began = time.perf_counter()
         flat = VectorIndex(data.dim, policy=flat_policy)
+        flat.reserve(args.vectors)
         for ids, vectors in data.chunks(args.vectors, args.chunk):
             flat.add(ids, vectors)
         built_s = time.perf_counter() - began

@@ -50,6 +50,7 @@ class _Fitted:
     data: LabelledVectors
     graph: NeighbourGraph | None
     out_of_fold: np.ndarray  # (labelled, classes), rows in data.labelled order
+    tested: np.ndarray  # (labelled,) bool: rows that were held out once (not singletons)
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,10 @@ def _choose(
         graph = _graph(ctx, collection, spec, data) if "propagation" in methods else None
         for method in methods:
             oof = _out_of_fold(ctx, method, data, graph, assignment, seed)
-            accuracy = float((oof.argmax(axis=1) == y).mean())
-            fitted.append(_Fitted(Candidate(method, spec.name, accuracy), data, graph, oof))
+            tested = assignment >= 0
+            accuracy = float((oof[tested].argmax(axis=1) == y[tested]).mean())
+            candidate = Candidate(method, spec.name, accuracy)
+            fitted.append(_Fitted(candidate, data, graph, oof, tested))
             log.info("CV %s at %s: accuracy %.3f", method, spec.name, accuracy)
     best = max(fitted, key=lambda f: f.candidate.cv_accuracy)
     return best, Choice(best.candidate, [f.candidate for f in fitted])
@@ -160,7 +163,7 @@ def _out_of_fold(
 ) -> np.ndarray:
     labelled = data.labelled
     out = np.zeros((len(labelled), len(data.classes)), np.float32)
-    for fold in np.unique(assignment):
+    for fold in np.unique(assignment[assignment >= 0]):
         train, test = labelled[assignment != fold], labelled[assignment == fold]
         out[assignment == fold] = _fit_predict(ctx, method, data, graph, train, test, seed)
     return out
@@ -329,8 +332,9 @@ def label_issues(
     P[k] >= t_k; it is an issue when that class is not its label."""
     collection = get_collection(ctx, collection_name)
     best, choice = _choose(ctx, collection, depths, methods, folds, seed)
-    data, p = best.data, best.out_of_fold
-    y = data.y[data.labelled]
+    data, p = best.data, best.out_of_fold[best.tested]
+    labelled = data.labelled[best.tested]
+    y = data.y[labelled]
     n_classes = len(data.classes)
     thresholds = np.array(
         [p[y == j, j].mean() if (y == j).any() else 1.0 for j in range(n_classes)]
@@ -341,7 +345,7 @@ def label_issues(
     rows = np.flatnonzero(flagged)
     score = 1.0 - p[rows, y[rows]]
     rows = rows[np.argsort(-score, kind="stable")]
-    ids = data.ids[data.labelled[rows]].tolist()
+    ids = data.ids[labelled[rows]].tolist()
     with ctx.sessions() as session:
         uris = label_repository.item_uris(session, collection.id, ids)
     issues = [

@@ -8,18 +8,24 @@ import numpy as np
 
 from indexer.errors import FailedPrecondition
 
+#: The fold of an item whose class has a single example: always trained on, never held out.
+ALWAYS_TRAIN = -1
+
 
 def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """A fold number (0..folds-1) per sample; each class spread evenly over the folds.
 
     Classes are dealt out in a seeded random order, continuing the round-robin across
     classes so fold sizes stay within one of each other (as scikit-learn's StratifiedKFold).
+    A class with a single example gets ALWAYS_TRAIN: it cannot be held out and learnt.
     """
     rng = np.random.default_rng(seed)
-    assignment = np.empty(len(y), dtype=np.int64)
+    assignment = np.full(len(y), ALWAYS_TRAIN, dtype=np.int64)
     offset = 0
     for label in np.unique(y):
         members = np.flatnonzero(y == label)
+        if len(members) < 2:
+            continue
         rng.shuffle(members)
         assignment[members] = (np.arange(len(members)) + offset) % folds
         offset += len(members)
@@ -27,22 +33,16 @@ def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
 
 
 def usable_folds(y: np.ndarray, requested: int, what: str) -> int:
-    """The number of folds to run: `requested`, or fewer when the rarest class is smaller.
-    Needs at least two classes with two examples each."""
+    """The number of folds to run: `requested`, or fewer when the rarest class that can be
+    held out (two or more examples) is smaller. Needs two classes, one with two examples."""
     classes, counts = np.unique(y, return_counts=True)
-    if len(classes) < 2:
+    if len(classes) < 2 or counts.max() < 2:
         raise FailedPrecondition(
-            f"{what} needs human labels of at least 2 classes; found {len(classes)}",
+            f"{what} needs human labels of at least 2 classes, with 2 items in one of them; "
+            f"found {len(y)} labelled item(s) in {len(classes)} class(es)",
             hint="label a few items of each class (`strata labels set` or `labels import`)",
         )
-    if counts.min() < 2:
-        rare = [str(c) for c, n in zip(classes, counts, strict=True) if n < 2]
-        raise FailedPrecondition(
-            f"{what} needs at least 2 human-labelled items per class; "
-            f"class(es) {', '.join(rare[:10])} have 1",
-            hint="label one more item of each, or clear those labels",
-        )
-    return int(max(2, min(requested, counts.min())))
+    return int(max(2, min(requested, counts[counts >= 2].min())))
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,10 @@ the optimum lies), each axis scaled by 1 / sqrt(κ·variance + λ) to even out c
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +39,9 @@ GRADIENT_TOLERANCE = 1e-4
 MIN_SCALE = 1e-6
 #: Principal axes with less variance than this share of the largest are dropped.
 RANK_TOLERANCE = 1e-7
+#: Below this many multiply-adds per logits product, CPU fits run on one thread (see
+#: `_small_on_one_thread`).
+SMALL_WORK = 2_000_000
 #: Typical curvature of the softmax cross-entropy per unit of feature variance, for the
 #: preconditioner; only the speed of convergence depends on it.
 CURVATURE = 0.1
@@ -62,7 +67,9 @@ class LinearModel:
 
 
 def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32), device=device)
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    # Arrays read from SQL bytes are read-only; torch wants memory it may write.
+    return torch.as_tensor(a if a.flags.writeable else a.copy(), device=device)
 
 
 def fit_linear(
@@ -77,11 +84,12 @@ def fit_linear(
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale = np.where(scale < MIN_SCALE, 1.0, scale)
-    basis = _Basis.of(_tensor((x - mean) / scale, device))
-    yt = torch.as_tensor(y, dtype=torch.long, device=device)
-    grid = sorted(c_grid)
-    c, start = _pick_c(basis, yt, n_classes, grid, seed) if len(grid) > 1 else (grid[0], None)
-    v, bias = _fit(basis, yt, c, n_classes, start)
+    with _small_on_one_thread(device, len(x) * min(x.shape) * n_classes):
+        basis = _Basis.of(_tensor((x - mean) / scale, device))
+        yt = torch.as_tensor(y, dtype=torch.long, device=device)
+        grid = sorted(c_grid)
+        c, start = _pick_c(basis, yt, n_classes, grid, seed) if len(grid) > 1 else (grid[0], None)
+        v, bias = _fit(basis, yt, c, n_classes, start)
     return LinearModel(
         weight=basis.weight(v).cpu().numpy(),
         bias=bias.cpu().numpy(),
@@ -89,6 +97,35 @@ def fit_linear(
         scale=scale.astype(np.float32),
         c=float(c),
     )
+
+
+_threads_lock = threading.Lock()
+_one_thread_users = 0
+_saved_threads = 0
+
+
+@contextlib.contextmanager
+def _small_on_one_thread(device: torch.device, work: int) -> Iterator[None]:
+    """Run a small CPU fit on one intra-op thread. L-BFGS makes thousands of tiny tensor
+    ops, and MKL splits even a 12x24 GEMM across threads: on a busy machine each split
+    costs milliseconds (measured 8 ms against 4 µs single-threaded, 20x slower fits).
+    torch's thread count is process-wide, so concurrent fits share one save/restore."""
+    global _one_thread_users, _saved_threads
+    if device.type != "cpu" or work > SMALL_WORK:
+        yield
+        return
+    with _threads_lock:
+        if _one_thread_users == 0:
+            _saved_threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _one_thread_users += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _one_thread_users -= 1
+            if _one_thread_users == 0:
+                torch.set_num_threads(_saved_threads)
 
 
 @dataclass(frozen=True)

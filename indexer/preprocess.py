@@ -16,11 +16,17 @@ _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.
 
 def crop_box(width: int, height: int, pre: Preprocessing) -> tuple[float, float, float, float]:
     """The source rectangle that "resize the shorter side to `pre.resize`, then centre-crop
-    `pre.crop`" keeps, in the source image's pixel coordinates."""
-    scale = pre.resize / min(width, height)
-    resized = (max(pre.crop, round(width * scale)), max(pre.crop, round(height * scale)))
-    left = (resized[0] - pre.crop) // 2
-    top = (resized[1] - pre.crop) // 2
+    `pre.crop`" keeps, in the source image's pixel coordinates.
+
+    Sizes and offsets are rounded exactly as torchvision's Resize and CenterCrop round them:
+    a crop one pixel off moves deep features measurably (CNNs are not shift-invariant).
+    """
+    short, long = min(width, height), max(width, height)
+    new_long = int(pre.resize * long / short)
+    resized = (new_long, pre.resize) if width >= height else (pre.resize, new_long)
+    resized = (max(pre.crop, resized[0]), max(pre.crop, resized[1]))
+    left = round((resized[0] - pre.crop) / 2.0)
+    top = round((resized[1] - pre.crop) / 2.0)
     sx, sy = width / resized[0], height / resized[1]
     return (left * sx, top * sy, (left + pre.crop) * sx, (top + pre.crop) * sy)
 

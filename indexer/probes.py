@@ -37,7 +37,8 @@ class DepthReport:
     accuracy: float
     macro_f1: float
     n_train: int  # labelled items the stored probe was trained on
-    n_test: int  # held-out predictions behind the metrics (each labelled item once)
+    n_test: int  # held-out predictions behind the metrics (each labelled item once, but
+    # items of single-example classes, which are only ever trained on)
     folds: int
     c: float  # the stored probe's L2 strength (scikit-learn's C), by inner CV
     classes: list[str]
@@ -62,9 +63,10 @@ def check_folds(folds: int) -> int:
 def out_of_fold_probabilities(
     x: np.ndarray, y: np.ndarray, n_classes: int, folds: np.ndarray, ctx: Context, seed: int
 ) -> np.ndarray:
-    """Each sample's class probabilities from a probe that never saw it."""
+    """Each sample's class probabilities from a probe that never saw it (rows of samples
+    that are never held out stay zero)."""
     out = np.zeros((len(y), n_classes), np.float32)
-    for fold in np.unique(folds):
+    for fold in np.unique(folds[folds >= 0]):
         train, test = folds != fold, folds == fold
         model = fit_linear(x[train], y[train], n_classes, ctx.backbones.device, seed=seed)
         out[test] = model.probabilities(x[test], ctx.backbones.device)
@@ -94,9 +96,11 @@ def _probe_depth(
     k = usable_folds(y, folds, f"a probe on collection {collection.name!r}")
     assignment = stratified_folds(y, k, seed)
     held_out = out_of_fold_probabilities(x, y, len(data.classes), assignment, ctx, seed)
-    report = classification_report(y, held_out.argmax(axis=1), data.classes)
+    tested = assignment >= 0
+    report = classification_report(y[tested], held_out[tested].argmax(axis=1), data.classes)
     model = fit_linear(x, y, len(data.classes), ctx.backbones.device, seed=seed)
-    metrics = report.as_dict() | {"folds": k, "n_train": len(y), "n_test": len(y), "c": model.c}
+    n_test = int(tested.sum())
+    metrics = report.as_dict() | {"folds": k, "n_train": len(y), "n_test": n_test, "c": model.c}
     with ctx.sessions.begin() as session:
         label_repository.save_probe(
             session,
@@ -121,7 +125,7 @@ def _probe_depth(
         accuracy=report.accuracy,
         macro_f1=report.macro_f1,
         n_train=len(y),
-        n_test=len(y),
+        n_test=n_test,
         folds=k,
         c=model.c,
         classes=data.classes,

@@ -137,7 +137,8 @@ class TapGraph(nn.Module):
         def hook_for(slot: int) -> Callable[[nn.Module, object, torch.Tensor], None]:
             def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
                 if slot not in captured:
-                    captured[slot] = pool(output, self.pooling).float()
+                    # fp32 before pooling: GeM's cube overflows fp16 under autocast.
+                    captured[slot] = pool(output.float(), self.pooling)
                 if stop_early and len(captured) == len(self._taps):
                     raise _StopForward
 
@@ -313,15 +314,16 @@ def _openvino_engine(
             cache,
         )
         model = _convert(graph, spec.preprocessing.crop, xml)
+    precision = _OV_PRECISION[options.precision]
     config = {
         "PERFORMANCE_HINT": "THROUGHPUT",
         "INFERENCE_NUM_THREADS": options.threads or torch.get_num_threads(),
-        "INFERENCE_PRECISION_HINT": _OV_PRECISION[options.precision],
+        "INFERENCE_PRECISION_HINT": precision,
         "CACHE_DIR": str(cache / "compiled"),
     }
     compiled = core.compile_model(model, "CPU", config)
     outputs = len(graph.layers) + int(graph.with_logits)
-    return OpenVinoEngine(compiled, outputs, config["INFERENCE_PRECISION_HINT"])
+    return OpenVinoEngine(compiled, outputs, precision)
 
 
 @dataclass

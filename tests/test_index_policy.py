@@ -386,7 +386,13 @@ def test_device_copy_follows_writes(data: tuple[np.ndarray, ...], kind: str) -> 
             on_device.search(queries, 10)[1], on_cpu.search(queries, 10)[1]
         )
     assert len(copies) == 1, "copied once, reused while nothing changed"
-    for index in (on_device, on_cpu):
+    for index in (on_device, on_cpu):  # adds go to the copy as well: no new copy
+        index.add(ids[count + 10 : count + 20], vectors[count + 10 : count + 20])
+    np.testing.assert_array_equal(on_device.search(queries, 10)[1], on_cpu.search(queries, 10)[1])
+    _, own = on_device.search(vectors[count + 10 : count + 20], 1)
+    np.testing.assert_array_equal(own[:, 0], ids[count + 10 : count + 20])
+    assert len(copies) == 1
+    for index in (on_device, on_cpu):  # a removal: copied again at the next search
         index.remove(ids[:100])
         index.add(ids[count : count + 10], vectors[count : count + 10])
     np.testing.assert_array_equal(on_device.search(queries, 10)[1], on_cpu.search(queries, 10)[1])

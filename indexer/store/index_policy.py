@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -58,7 +58,7 @@ class IndexPolicy:
     #: recall@recall_k against exact search that nprobe is calibrated to reach...
     target_recall: float = 0.95
     #: ...plus this margin, for the error of estimating recall on a sample.
-    recall_margin: float = 0.01
+    recall_margin: float = 0.02
     recall_k: int = 10
     #: IVF cells: this times sqrt(n), rounded to a power of two.
     lists_per_sqrt: float = 1.0
@@ -68,6 +68,10 @@ class IndexPolicy:
     seed: int = 20240611
     #: Rebuild in a background thread (searches and writes go on); False: in the caller's.
     background: bool = True
+    #: FAISS threads for a one-query search (the dynamic batcher sends larger batches when
+    #: busy): splitting one query's scan costs more than it gains on a shared 2-core
+    #: machine (bench/search.py measures both). 0 keeps FAISS's default.
+    single_query_threads: int = 1
 
     def __post_init__(self) -> None:
         if self.flat_max_vectors < 1:
@@ -131,6 +135,16 @@ def new_flat(dim: int) -> faiss.Index:
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
 
+def reserve_flat(index: Any, count: int) -> None:
+    """Size a Flat index's storage for `count` vectors before a bulk add: grown by doubling
+    instead, it briefly holds the old and the new copy (3x the data at the last step)."""
+    inner: Any = faiss.downcast_index(index.index)  # an IndexFlatIP; stubs lack `codes`
+    size = inner.codes.size()
+    if count * inner.code_size > size:
+        inner.codes.resize(count * inner.code_size)  # allocates the capacity...
+        inner.codes.resize(size)  # ...which later adds fill without reallocating
+
+
 def build_index(
     dim: int,
     source: VectorSource,
@@ -157,6 +171,7 @@ def build_index(
             )
             return _timed(built, started)
     index = new_flat(dim)
+    reserve_flat(index, total)
     for ids, vectors in source():
         index.add_with_ids(_matrix(vectors, dim), np.asarray(ids, dtype=np.int64))
     return _timed(BuiltIndex(index, BuildReport(FLAT, int(index.ntotal))), started)

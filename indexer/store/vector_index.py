@@ -14,6 +14,7 @@ final swap.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -41,6 +42,7 @@ from indexer.store.index_policy import (
     VectorSource,
     build_index,
     new_flat,
+    reserve_flat,
 )
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ MANIFEST_VERSION = 2
 #: Rows copied per lock hold when a rebuild reads the live index.
 SNAPSHOT_CHUNK = 5_000
 #: Rows added per lock hold.
-ADD_CHUNK = 4_096
+ADD_CHUNK = 1_024
 #: Journaled vectors replayed under the lock at swap time; more are replayed before it.
 SWAP_REPLAY_MAX = 5_000
 REPLAY_ROUNDS_MAX = 8
@@ -104,7 +106,10 @@ class VectorIndex:
         self._index: Any = index if index is not None else new_flat(dim)
         self.policy = policy or IndexPolicy()
         self.built = built or BuildReport(kind, int(self._index.ntotal))
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the FAISS object: searches, writes, swaps
+        # Writers take this first. The end of a rebuild holds it alone to replay the last
+        # writes onto the new index: writers wait then, searches never do.
+        self._write_lock = threading.Lock()
         self.dirty = False
         # Writes since a rebuild started, replayed onto the new index; None: no rebuild.
         self._journal: list[_Write] | None = None
@@ -171,18 +176,18 @@ class VectorIndex:
         # for a whole bulk add.
         for start in range(0, len(ids), ADD_CHUNK):
             piece_ids, piece = ids[start : start + ADD_CHUNK], matrix[start : start + ADD_CHUNK]
-            with self._lock:
+            with self._write_lock, self._lock:
                 self._index.add_with_ids(piece, piece_ids)
                 if self._journal is not None:
                     self._journal.append(_Write(piece_ids.copy(), piece.copy()))
-                self._changed()
+                self._changed(mirrored=self._add_to_device(piece, piece_ids))
         self.maybe_rebuild()
 
     def remove(self, ids: np.ndarray) -> int:
         if len(ids) == 0:
             return 0
         ids = np.asarray(ids, dtype=np.int64)
-        with self._lock:
+        with self._write_lock, self._lock:
             removed = int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
             if self._journal is not None:
                 self._journal.append(_Write(ids.copy(), None))
@@ -192,9 +197,26 @@ class VectorIndex:
             self.maybe_rebuild()
         return removed
 
-    def _changed(self) -> None:
+    def _changed(self, mirrored: bool = False) -> None:
+        """Mark a write; `mirrored`: the device copy got it too and stays current."""
+        current = self._device_version == self._version
         self.dirty = True
         self._version += 1
+        if mirrored and current:
+            self._device_version = self._version
+
+    def _add_to_device(self, vectors: np.ndarray, ids: np.ndarray) -> bool:
+        """Adds go to a current device copy as well (FAISS GPU indexes take adds, not
+        removals); anything else makes the next search copy the index again."""
+        if self._device_index is None or self._device_version != self._version:
+            return False
+        try:
+            self._device_index.add_with_ids(vectors, ids)
+        except RuntimeError as exc:
+            log.warning("adding to the device copy failed (%s); it will be copied again", exc)
+            self._device_index = None
+            return False
+        return True
 
     def search(
         self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
@@ -218,10 +240,12 @@ class VectorIndex:
                 allowed = total if allowed_ids is None else len(allowed_ids)
                 params.nprobe = self._nprobe_for(k, total, allowed)
             index = self._index if selector is not None else self._search_device_index()
-            if self.kind == FLAT and selector is None:
-                scores, ids = index.search(queries, k)
-            else:
-                scores, ids = index.search(queries, k, params=params)
+            threads = self.policy.single_query_threads if len(queries) == 1 else 0
+            with _faiss_threads(threads):
+                if self.kind == FLAT and selector is None:
+                    scores, ids = index.search(queries, k)
+                else:
+                    scores, ids = index.search(queries, k, params=params)
         scores[ids < 0] = -np.inf  # IVF marks empty slots with -FLT_MAX
         return scores, ids
 
@@ -249,6 +273,12 @@ class VectorIndex:
             self._device_version = self._version
         assert self._device_index is not None
         return self._device_index
+
+    def reserve(self, count: int) -> None:
+        """Make room for `count` vectors before a bulk add (Flat only; IVF grows per cell)."""
+        with self._write_lock, self._lock:
+            if self.kind == FLAT:
+                reserve_flat(self._index, count)
 
     # -- growth: rebuild as the kind or size the policy wants ------------------------------
 
@@ -346,27 +376,26 @@ class VectorIndex:
                 ids_parts, code_parts, rows = [], [], 0
 
     def _catch_up_and_swap(self, built: BuiltIndex) -> None:
-        """Replay the journal onto the new index, most of it off the lock, then swap."""
-        for round_no in range(REPLAY_ROUNDS_MAX + 1):
+        """Replay the journal onto the new index while writes go on, until little is left;
+        then hold writers back, replay the rest, and swap (searches wait only for that)."""
+        for _ in range(REPLAY_ROUNDS_MAX):
             with self._lock:
-                assert self._journal is not None
-                pending = self._journal
-                if round_no == REPLAY_ROUNDS_MAX or _journal_rows(pending) <= SWAP_REPLAY_MAX:
-                    _replay(built.index, pending)
-                    if self.kind == FLAT:
-                        self._add_skipped(built)
-                    self._index, self.kind, self.built = (
-                        built.index,
-                        built.report.kind,
-                        built.report,
-                    )
-                    self._journal = None
-                    self.rebuilds_done += 1
-                    self.history.append(built.report)
-                    self._changed()
-                    return
-                self._journal = []
+                pending, self._journal = self._journal or [], []
             _replay(built.index, pending)
+            if _journal_rows(pending) <= SWAP_REPLAY_MAX:
+                break
+        with self._write_lock:
+            with self._lock:
+                pending, self._journal = self._journal or [], []
+            _replay(built.index, pending)
+            with self._lock:
+                if self.kind == FLAT:
+                    self._add_skipped(built)
+                self._index, self.kind, self.built = built.index, built.report.kind, built.report
+                self._journal = None
+                self.rebuilds_done += 1
+                self.history.append(built.report)
+                self._changed()
 
     def _add_skipped(self, built: BuiltIndex) -> None:
         """Rows of the live Flat index that its chunked snapshot missed (moved by a
@@ -456,6 +485,21 @@ class VectorIndex:
         )
 
 
+@contextlib.contextmanager
+def _faiss_threads(count: int) -> Iterator[None]:
+    """FAISS's OpenMP thread count for the calling thread only (OpenMP keeps it per
+    thread); 0 leaves it alone."""
+    if count <= 0:
+        yield
+        return
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
+
+
 def _index_ids(index: Any, kind: str) -> np.ndarray:
     if kind == FLAT:
         return faiss.vector_to_array(index.id_map).astype(np.int64)
@@ -490,9 +534,10 @@ def _replay(index: faiss.Index, writes: list[_Write]) -> None:
     touched = np.fromiter(final, dtype=np.int64, count=len(final))
     index.remove_ids(faiss.IDSelectorBatch(touched))
     present = [(i, v) for i, v in final.items() if v is not None]
-    if present:
+    for start in range(0, len(present), SNAPSHOT_CHUNK):  # slices: no second full copy
+        piece = present[start : start + SNAPSHOT_CHUNK]
         index.add_with_ids(
-            np.stack([v for _, v in present]), np.array([i for i, _ in present], dtype=np.int64)
+            np.stack([v for _, v in piece]), np.array([i for i, _ in piece], dtype=np.int64)
         )
 
 
