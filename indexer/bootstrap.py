@@ -1,10 +1,10 @@
 """Label bootstrapping from a few human labels: predict the rest, suggest what to label
 next, find human labels that look wrong.
 
-Three predictors per depth compete by stratified k-fold accuracy on the human labels, on
-the same folds: a linear probe, a weighted kNN vote among labelled items, and label
-propagation over the collection's FAISS neighbour graph (which also uses the unlabelled
-items). The winner's out-of-fold probabilities find label issues; its predictions on the
+The predictors of `indexer.predictors` (a linear probe, the probe self-trained on its
+confident predictions, a weighted kNN vote, label propagation over the collection's FAISS
+neighbour graph) compete at every depth by stratified k-fold accuracy on the human labels,
+on the same folds. The winner's out-of-fold probabilities find label issues; its predictions on the
 unlabelled items give labels and uncertainties.
 """
 
@@ -17,21 +17,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from indexer import labelled_vectors
+from indexer import labelled_vectors, predictors
 from indexer.collections import CollectionInfo, get_collection
 from indexer.context import Context
 from indexer.errors import FailedPrecondition, InvalidInput
 from indexer.evaluation import stratified_folds, usable_folds
 from indexer.labelled_vectors import LabelledVectors
-from indexer.linear_model import fit_linear
-from indexer.neighbours import NeighbourGraph, knn_probabilities, neighbour_graph, propagate
+from indexer.neighbours import NeighbourGraph, neighbour_graph
+from indexer.predictors import METHODS
 from indexer.probes import DEFAULT_FOLDS, check_folds
 from indexer.store import label_repository, repository
 from indexer.store.repository import DepthSpec
 
 log = logging.getLogger(__name__)
 
-METHODS: tuple[str, ...] = ("probe", "knn", "propagation")
 MAX_SUGGESTIONS = 10_000
 
 
@@ -131,16 +130,24 @@ def _choose(
     fitted: list[_Fitted] = []
     for spec in specs:
         data = labelled_vectors.load(ctx, collection, spec)
-        y = data.y[data.labelled]
+        labelled = data.labelled
+        y = data.y[labelled]
         k = usable_folds(y, folds, f"predicting labels in collection {collection.name!r}")
         assignment = stratified_folds(y, k, seed)
+        tested = assignment >= 0
         graph = _graph(ctx, collection, spec, data) if "propagation" in methods else None
+        oof = {m: np.zeros((len(labelled), len(data.classes)), np.float32) for m in methods}
+        for fold in np.unique(assignment[tested]):
+            train, test = labelled[assignment != fold], labelled[assignment == fold]
+            found = predictors.predict(
+                methods, data, graph, train, test, ctx.backbones.device, seed
+            )
+            for method, probabilities in found.items():
+                oof[method][assignment == fold] = probabilities
         for method in methods:
-            oof = _out_of_fold(ctx, method, data, graph, assignment, seed)
-            tested = assignment >= 0
-            accuracy = float((oof[tested].argmax(axis=1) == y[tested]).mean())
+            accuracy = float((oof[method][tested].argmax(axis=1) == y[tested]).mean())
             candidate = Candidate(method, spec.name, accuracy)
-            fitted.append(_Fitted(candidate, data, graph, oof, tested))
+            fitted.append(_Fitted(candidate, data, graph, oof[method], tested))
             log.info("CV %s at %s: accuracy %.3f", method, spec.name, accuracy)
     best = max(fitted, key=lambda f: f.candidate.cv_accuracy)
     return best, Choice(best.candidate, [f.candidate for f in fitted])
@@ -153,42 +160,13 @@ def _graph(
     return neighbour_graph(index, data.ids, data.x)
 
 
-def _out_of_fold(
-    ctx: Context,
-    method: str,
-    data: LabelledVectors,
-    graph: NeighbourGraph | None,
-    assignment: np.ndarray,
-    seed: int,
-) -> np.ndarray:
-    labelled = data.labelled
-    out = np.zeros((len(labelled), len(data.classes)), np.float32)
-    for fold in np.unique(assignment[assignment >= 0]):
-        train, test = labelled[assignment != fold], labelled[assignment == fold]
-        out[assignment == fold] = _fit_predict(ctx, method, data, graph, train, test, seed)
-    return out
-
-
-def _fit_predict(
-    ctx: Context,
-    method: str,
-    data: LabelledVectors,
-    graph: NeighbourGraph | None,
-    train: np.ndarray,
-    targets: np.ndarray,
-    seed: int,
-) -> np.ndarray:
-    """Probabilities for the items at positions `targets`, learning from those at `train`."""
-    device: torch.device = ctx.backbones.device
-    n_classes = len(data.classes)
-    if method == "probe":
-        model = fit_linear(data.x[train], data.y[train], n_classes, device, seed=seed)
-        return model.probabilities(data.x[targets], device)
-    if method == "knn":
-        return knn_probabilities(data.x[train], data.y[train], data.x[targets], n_classes, device)
-    if graph is None:
-        raise AssertionError("propagation needs the neighbour graph")
-    return propagate(graph, train, data.y[train], n_classes, device)[targets]
+def _fit_predict(ctx: Context, best: _Fitted, targets: np.ndarray, seed: int) -> np.ndarray:
+    """The chosen predictor, learning from every human label, on the items at `targets`."""
+    method = best.candidate.method
+    found = predictors.predict(
+        [method], best.data, best.graph, best.data.labelled, targets, ctx.backbones.device, seed
+    )
+    return found[method]
 
 
 # -- predict --------------------------------------------------------------------------------
@@ -209,9 +187,7 @@ def predict_labels(
     best, choice = _choose(ctx, collection, depths, methods, folds, seed)
     data = best.data
     targets = data.unlabelled
-    probabilities = _fit_predict(
-        ctx, best.candidate.method, data, best.graph, data.labelled, targets, seed
-    )
+    probabilities = _fit_predict(ctx, best, targets, seed)
     winners = probabilities.argmax(axis=1)
     ids = data.ids[targets].tolist()
     confidence = probabilities[np.arange(len(targets)), winners]
@@ -267,7 +243,7 @@ def suggest_labels(
             allowed = repository.filter_item_ids(session, collection.id, (), metadata)
         pool = pool[np.isin(data.ids[pool], allowed)]
     if best is not None and len(pool):
-        probabilities = _fit_predict(ctx, method, data, best.graph, data.labelled, pool, seed)
+        probabilities = _fit_predict(ctx, best, pool, seed)
         top2 = -np.sort(-probabilities, axis=1)[:, :2]
         uncertainty = 1.0 - (top2[:, 0] - top2[:, 1])
     else:

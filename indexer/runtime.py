@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from indexer.backbones.spec import BackboneSpec
-from indexer.errors import InvalidInput
+from indexer.errors import FailedPrecondition
 from indexer.pooling import check_pooling, pool
 
 log = logging.getLogger(__name__)
@@ -44,14 +44,15 @@ log = logging.getLogger(__name__)
 ENGINES: tuple[str, ...] = ("auto", "torch", "openvino")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
 #: Bump when TapGraph's computation changes, so cached OpenVINO graphs are rebuilt.
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2
 #: Images per OpenVINO request: small enough that every stream gets work (and a core taken
 #: by another process delays only a slice of the batch), large enough to amortise a call.
 OPENVINO_CHUNK = 8
 
 
-class EngineSettingError(InvalidInput):
-    """An engine or precision setting that cannot work on this machine."""
+class EngineSettingError(FailedPrecondition):
+    """An engine or precision setting that cannot work on this machine (a server-side
+    configuration problem, not the caller's)."""
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,6 @@ class RuntimeOptions:
     precision: str = "auto"
     #: Where converted OpenVINO graphs are kept; None: $XDG_CACHE_HOME/strata or ~/.cache/strata.
     cache_dir: Path | None = None
-    #: CPU threads for OpenVINO; 0: torch's intra-op thread count (all cores by default).
-    threads: int = 0
 
     def validate(self) -> None:
         if self.engine not in ENGINES:
@@ -77,8 +76,6 @@ class RuntimeOptions:
                 f"unknown precision {self.precision!r}",
                 hint=f"choose one of: {', '.join(PRECISIONS)}",
             )
-        if self.threads < 0:
-            raise EngineSettingError(f"threads must be >= 0, got {self.threads}")
 
     @property
     def resolved_cache_dir(self) -> Path:
@@ -274,18 +271,25 @@ def _graph_key(spec: BackboneSpec, weights_file: Path, graph: TapGraph) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
-def _convert(graph: TapGraph, crop: int, xml: Path) -> Any:
-    """Trace the graph and convert it for OpenVINO; saved atomically next to `xml`."""
+def _convert(graph: TapGraph, crop: int, xml: Path) -> None:
+    """Trace the graph and convert it with OpenVINO's PyTorch frontend; saved atomically as
+    `xml` + `.bin`. (The frontend directly, not `ov.convert_model`: the same conversion
+    without the model-conversion tool's extra passes and usage telemetry.)"""
     import openvino as ov
+    from openvino.frontend import FrontEndManager
+    from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
 
     example = torch.zeros(2, crop, crop, 3, dtype=torch.uint8)
     with torch.inference_mode():
         traced = torch.jit.trace(graph, example, check_trace=False)
-    model = ov.convert_model(
-        traced,
-        example_input=example,
-        input=[(ov.PartialShape([-1, crop, crop, 3]), ov.Type.u8)],
-    )
+    frontend = FrontEndManager().load_by_framework("pytorch")
+    decoder = TorchScriptPythonDecoder(traced)  # must outlive convert(): the C++ side uses it
+    source = frontend.load(decoder)
+    (pixels,) = source.get_inputs()
+    source.set_partial_shape(pixels, ov.PartialShape([-1, crop, crop, 3]))
+    source.set_element_type(pixels, ov.Type.u8)
+    model = frontend.convert(source)
+    del decoder
     xml.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=xml.parent, prefix=".convert-"))
     try:
@@ -295,7 +299,6 @@ def _convert(graph: TapGraph, crop: int, xml: Path) -> Any:
         os.replace(scratch / "graph.xml", xml)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return model
 
 
 def _openvino_engine(
@@ -304,20 +307,22 @@ def _openvino_engine(
     core = _openvino_core()
     cache = options.resolved_cache_dir / "openvino"
     xml = cache / f"{spec.name}-{_graph_key(spec, weights_file, graph)}.xml"
-    if xml.is_file() and xml.with_suffix(".bin").is_file():
-        model = core.read_model(str(xml))
-    else:
+    if not (xml.is_file() and xml.with_suffix(".bin").is_file()):
         log.info(
             "converting %s taps %s for OpenVINO (once; cached in %s)",
             spec.name,
             graph.layers,
             cache,
         )
-        model = _convert(graph, spec.preprocessing.crop, xml)
+        _convert(graph, spec.preprocessing.crop, xml)
+    # Always from disk: the first run computes exactly what every later run will, and the
+    # graph holds no reference to the PyTorch weights.
+    model = core.read_model(str(xml))
     precision = _OV_PRECISION[options.precision]
     config = {
         "PERFORMANCE_HINT": "THROUGHPUT",
-        "INFERENCE_NUM_THREADS": options.threads or torch.get_num_threads(),
+        # As many threads as PyTorch uses (all cores unless OMP_NUM_THREADS says otherwise).
+        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
         "INFERENCE_PRECISION_HINT": precision,
         "CACHE_DIR": str(cache / "compiled"),
     }

@@ -13,6 +13,7 @@ from service.client import StrataClient
 from service.generated.strata.v1 import labels_pb2 as pb
 
 CHART_SUFFIXES = (".png", ".svg")
+METHOD_CHOICES = ("probe", "self-training", "knn", "propagation")
 
 
 # -- probe ----------------------------------------------------------------------------------
@@ -370,7 +371,7 @@ def add_label_commands(
     )
     predict.add_argument("--collection", required=True)
     predict.add_argument("--depth", action="append", help="repeatable; default every depth")
-    predict.add_argument("--method", action="append", choices=["probe", "knn", "propagation"])
+    predict.add_argument("--method", action="append", choices=METHOD_CHOICES)
     predict.add_argument("--dry-run", action="store_true", help="predict, store nothing")
     predict.add_argument("--verbose", action="store_true", help="list every prediction")
     predict.set_defaults(run=cmd_predict)
@@ -389,7 +390,7 @@ def add_label_commands(
     )
     issues.add_argument("--collection", required=True)
     issues.add_argument("--depth", action="append")
-    issues.add_argument("--method", action="append", choices=["probe", "knn", "propagation"])
+    issues.add_argument("--method", action="append", choices=METHOD_CHOICES)
     issues.set_defaults(run=cmd_issues)
 
     imp = actions.add_parser("import", parents=[client_options], help="labels from a CSV file")
@@ -436,6 +437,6 @@ def add_label_commands(
         "duplicates", parents=[client_options], help="groups of near-duplicate images"
     )
     dupes.add_argument("--collection", required=True)
-    dupes.add_argument("--threshold", type=float, default=None, help="cosine (default 0.95)")
+    dupes.add_argument("--threshold", type=float, default=None, help="cosine (default 0.9)")
     dupes.add_argument("--depth", default=None, help="default: the collection's deepest")
     dupes.set_defaults(run=cmd_duplicates)

@@ -51,6 +51,14 @@ def crop(label: str, seed: int) -> Image.Image:
     return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else image
 
 
+#: Distinct photos: no two show the same scene.
+DISTINCT_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "colorwheel")
+
+
+def distinct_photos(size: int = 200) -> list[tuple[str, Image.Image]]:
+    return [(name, _photo(name).resize((size, size))) for name in DISTINCT_PHOTOS]
+
+
 def crop_set(per_class: int, seed: int = 0, prefix: str = "crops") -> list[Example]:
     out = []
     for c, label in enumerate(CROP_CLASSES):

@@ -15,6 +15,8 @@ final swap.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import hashlib
 import json
 import logging
@@ -22,7 +24,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,8 @@ ADD_CHUNK = 1_024
 #: Journaled vectors replayed under the lock at swap time; more are replayed before it.
 SWAP_REPLAY_MAX = 5_000
 REPLAY_ROUNDS_MAX = 8
+#: FAISS GPU indexes select at most this many cells (and neighbours) per query.
+GPU_MAX_NPROBE = 2048
 #: After a failed rebuild, wait this long before trying again.
 REBUILD_RETRY_S = 300.0
 
@@ -240,6 +244,8 @@ class VectorIndex:
                 allowed = total if allowed_ids is None else len(allowed_ids)
                 params.nprobe = self._nprobe_for(k, total, allowed)
             index = self._index if selector is not None else self._search_device_index()
+            if index is not self._index and isinstance(params, faiss.SearchParametersIVF):
+                params.nprobe = min(params.nprobe, GPU_MAX_NPROBE)
             threads = self.policy.single_query_threads if len(queries) == 1 else 0
             with _faiss_threads(threads):
                 if self.kind == FLAT and selector is None:
@@ -331,6 +337,7 @@ class VectorIndex:
             with self._lock:
                 self._journal = None
             raise
+        _release_freed_memory()  # the old index's pages (GBs at 1M vectors)
         log.info(
             "index rebuilt as %s from %d vectors (nprobe %d) in %.1fs",
             built.report.kind,
@@ -483,6 +490,22 @@ class VectorIndex:
             to_device=to_device,
             exact_source=exact_source,
         )
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None  # not glibc
+
+
+def _release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS: glibc keeps them for reuse otherwise, and a
+    swapped-out index is the size of the live one."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 @contextlib.contextmanager
