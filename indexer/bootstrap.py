@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from indexer import labelled_vectors, predictors
 from indexer.collections import CollectionInfo, get_collection
@@ -26,6 +25,7 @@ from indexer.labelled_vectors import LabelledVectors
 from indexer.neighbours import NeighbourGraph, neighbour_graph
 from indexer.predictors import METHODS
 from indexer.probes import DEFAULT_FOLDS, check_folds
+from indexer.selection import weighted_coverage
 from indexer.store import label_repository, repository
 from indexer.store.repository import DepthSpec
 
@@ -221,9 +221,9 @@ def suggest_labels(
     folds: int = DEFAULT_FOLDS,
     seed: int = 0,
 ) -> SuggestResult:
-    """The `n` unlabelled items most worth labelling next: uncertain (small margin between
-    the best predictor's top two classes) and far from everything labelled or already
-    suggested (greedy k-center coverage). Score = (1 - margin) x cosine distance."""
+    """The `n` unlabelled items most worth labelling next, by uncertainty-weighted
+    coverage of the neighbour graph (see indexer.selection), with the uncertainties of the
+    best predictor by cross-validation. Only items with the given metadata are suggested."""
     if not 1 <= n <= MAX_SUGGESTIONS:
         raise InvalidInput(f"n={n} is out of range", hint=f"use 1..{MAX_SUGGESTIONS}")
     collection = get_collection(ctx, collection_name)
@@ -237,19 +237,23 @@ def suggest_labels(
     except FailedPrecondition as exc:  # too few labels for any predictor: coverage alone
         log.info("suggesting by coverage alone: %s", exc)
         data = labelled_vectors.load(ctx, collection, spec)
-    pool = data.unlabelled
+    unlabelled = data.unlabelled
+    weight = np.zeros(len(data.ids), np.float32)
+    if best is not None and len(unlabelled):
+        top2 = -np.sort(-_fit_predict(ctx, best, unlabelled, seed), axis=1)[:, :2]
+        weight[unlabelled] = 1.0 - (top2[:, 0] - top2[:, 1])
+    else:
+        weight[unlabelled] = 1.0
+    candidates = unlabelled
     if metadata:
         with ctx.sessions() as session:
             allowed = repository.filter_item_ids(session, collection.id, (), metadata)
-        pool = pool[np.isin(data.ids[pool], allowed)]
-    if best is not None and len(pool):
-        probabilities = _fit_predict(ctx, best, pool, seed)
-        top2 = -np.sort(-probabilities, axis=1)[:, :2]
-        uncertainty = 1.0 - (top2[:, 0] - top2[:, 1])
-    else:
-        uncertainty = np.ones(len(pool), np.float32)
+        candidates = candidates[np.isin(data.ids[candidates], allowed)]
+    graph = best.graph if best is not None and best.graph is not None else None
+    if graph is None:
+        graph = _graph(ctx, collection, spec, data)
     known = np.flatnonzero(data.y != labelled_vectors.UNLABELLED)
-    picks, scores = _k_center(ctx.backbones.device, data.x, pool, known, uncertainty, n)
+    picks, scores = weighted_coverage(graph, candidates, known, weight, n)
     with ctx.sessions() as session:
         uris = label_repository.item_uris(session, collection.id, data.ids[picks].tolist())
     suggestions = [
@@ -257,37 +261,6 @@ def suggest_labels(
         for p, s in zip(picks, scores, strict=True)
     ]
     return SuggestResult(spec.name, method, suggestions)
-
-
-def _k_center(
-    device: torch.device,
-    x: np.ndarray,
-    pool: np.ndarray,
-    known: np.ndarray,
-    uncertainty: np.ndarray,
-    n: int,
-) -> tuple[list[int], list[float]]:
-    """Greedy picks maximising uncertainty x distance to the nearest known-or-picked item."""
-    if len(pool) == 0:
-        return [], []
-    with torch.inference_mode():
-        candidates = torch.as_tensor(x[pool], device=device)
-        distance = torch.full((len(pool),), 2.0, device=device)
-        for start in range(0, len(known), 4096):
-            centres = torch.as_tensor(x[known[start : start + 4096]], device=device)
-            nearest = 1.0 - (candidates @ centres.T).amax(dim=1)
-            distance = torch.minimum(distance, nearest)
-        weight = torch.as_tensor(uncertainty, dtype=torch.float32, device=device)
-        picks: list[int] = []
-        scores: list[float] = []
-        for _ in range(min(n, len(pool))):
-            score = weight * distance.clamp(min=0.0)
-            score[picks] = -1.0
-            best = int(score.argmax())
-            picks.append(best)
-            scores.append(float(score[best]))
-            distance = torch.minimum(distance, 1.0 - candidates @ candidates[best])
-    return [int(pool[p]) for p in picks], scores
 
 
 # -- issues ---------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ class Collection(Base):
     """A set of images embedded with one backbone, one pooling and fixed depths."""
 
     __tablename__ = "collections"
-    __table_args__ = {"sqlite_autoincrement": True}
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
