@@ -13,6 +13,10 @@ L2-normalise (and logits when asked). Engines run that same graph:
 
 `engine="auto"` picks OpenVINO on a CPU when it is installed and the graph converts, else
 PyTorch; everything around the engine (decoding, batching, storage) is one code path.
+
+Note for operators: `import openvino` sends an anonymous usage event (openvino-telemetry,
+opt-out) unless `opt_in_out --opt_out` was run for the user or CI=true; `engine=torch`
+never imports it.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ServerHandle
 from photos import colour_photos, grey_photos, jpeg
 from PIL import Image
 from torchvision import transforms as T
@@ -195,7 +196,7 @@ def test_cuda_autocast_stays_close_to_cpu_fp32(photos: list[tuple[str, bytes]]) 
 
 
 def test_stream_keeps_order_and_bad_images_fail_alone(
-    make_server: Callable[..., object], photos: list[tuple[str, bytes]]
+    make_server: Callable[..., ServerHandle], photos: list[tuple[str, bytes]]
 ) -> None:
     """Batches of 4 on the server: good and bad images interleaved across several batches
     come back one result per image, in order; each bad one names itself."""
@@ -212,7 +213,7 @@ def test_stream_keeps_order_and_bad_images_fail_alone(
         stream.append(item)
         if position % 3 == 1:
             stream.append(next(bad_items))
-    with server.client(timeout=300) as client:  # type: ignore[attr-defined]
+    with server.client(timeout=300) as client:
         client.create_collection("order")
         results = list(client.add_images("order", [ImageToAdd(u, d) for u, d in stream]))
         assert [r.uri for r in results] == [u for u, _ in stream]

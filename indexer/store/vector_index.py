@@ -60,6 +60,8 @@ SWAP_REPLAY_MAX = 5_000
 REPLAY_ROUNDS_MAX = 8
 #: FAISS GPU indexes select at most this many cells (and neighbours) per query.
 GPU_MAX_NPROBE = 2048
+#: Niceness of background rebuild threads: training yields the CPU to searches.
+REBUILD_NICENESS = 10
 #: After a failed rebuild, wait this long before trying again.
 REBUILD_RETRY_S = 300.0
 
@@ -313,6 +315,7 @@ class VectorIndex:
             thread.join(timeout)
 
     def _rebuild_in_background(self) -> None:
+        _lower_thread_priority()  # searches and ingest first; FAISS's team inherits it
         try:
             self.rebuild()
         except Exception:
@@ -490,6 +493,14 @@ class VectorIndex:
             to_device=to_device,
             exact_source=exact_source,
         )
+
+
+def _lower_thread_priority(niceness: int = REBUILD_NICENESS) -> None:
+    """Nice the calling thread (Linux schedules threads as tasks; elsewhere a no-op)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError) as exc:
+        log.debug("cannot lower the rebuild thread's priority: %s", exc)
 
 
 @functools.cache
