@@ -83,4 +83,6 @@ def _self_training(
         # The L2 strength picked on the human labels carries over: pseudo-labels would
         # only confirm themselves in an inner CV.
         model = fit_linear(x, y, n_classes, device, c_grid=[model.c])
+        if len(picked) == len(pool):
+            break  # every item is pseudo-labelled already: more rounds change little
     return model.probabilities(data.x[targets], device)

@@ -251,7 +251,7 @@ def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
         lambda: (
             f"added {counts['added']}, replaced {counts['replaced']}, unchanged "
             f"{counts['unchanged']}, failed {len(failed)}"
-            + "".join(f"\n  {f['uri']}: {f['error']}" for f in failed)
+            + "".join(f"\n  {f['error']}" for f in failed)  # each error names its file
         ),
     )
     return 1 if failed else 0
