@@ -7,8 +7,8 @@ and retrains in a background thread each time it doubles (the service's code pat
 a prober thread times single-query searches. A chunk waits for a running rebuild, as any
 real ingest is slower than training (`--overlap` races them: the journal of writes to
 replay then grows, and memory with it). `--build bulk` builds the index in one go from the
-source instead, as a rebuild from SQL does. The baseline is a Flat VectorIndex over the same vectors; its
-answers are the ground truth for recall@10.
+source instead, as a rebuild from SQL does. The baseline is a Flat VectorIndex over the
+same vectors; its answers are the ground truth for recall@10.
 
 Data: a Gaussian mixture shaped like EfficientNet-Lite0 "semantics" embeddings (global
 average pool after ReLU6: non-negative, about half zeros, unit length). 1,000 clusters of

@@ -4,8 +4,8 @@ next, find human labels that look wrong.
 The predictors of `indexer.predictors` (a linear probe, the probe self-trained on its
 confident predictions, a weighted kNN vote, label propagation over the collection's FAISS
 neighbour graph) compete at every depth by stratified k-fold accuracy on the human labels,
-on the same folds. The winner's out-of-fold probabilities find label issues; its predictions on the
-unlabelled items give labels and uncertainties.
+on the same folds. The winner's out-of-fold probabilities find label issues; its
+predictions on the unlabelled items give labels and uncertainties.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from indexer.collections import get_collection
 from indexer.context import Context
 from indexer.errors import InvalidInput, NotFound
 from indexer.store import label_repository
-from indexer.store.label_repository import HUMAN, PREDICTED, SOURCES, LabelRow
+from indexer.store.label_repository import HUMAN, SOURCES, LabelRow
 
 MAX_LABEL_LENGTH = 200
 EXPORT_COLUMNS = ("id", "uri", "label", "source", "confidence")
@@ -188,16 +188,3 @@ def _refuse_missing(missing: list[int], collection_name: str) -> None:
             f"{collection_name!r}",
             hint="nothing was changed; ids come from `strata index` or `strata search` output",
         )
-
-
-__all__ = [
-    "EXPORT_COLUMNS",
-    "HUMAN",
-    "PREDICTED",
-    "ImportResult",
-    "clear_labels",
-    "export_labels",
-    "import_csv",
-    "set_labels",
-    "to_csv",
-]
