@@ -15,6 +15,7 @@ from indexer.runtime import RuntimeOptions
 from indexer.settings import Settings
 from indexer.store.database import create_database_engine, create_schema, make_session_factory
 from indexer.store.index_manager import IndexManager
+from indexer.store.index_policy import IndexPolicy
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,12 @@ class Context:
                 settings.weights_files,
                 RuntimeOptions(settings.engine, settings.precision, settings.model_cache_dir),
             ),
-            indexes=IndexManager(settings.data_dir / "indexes", sessions),
+            indexes=IndexManager(
+                settings.data_dir / "indexes",
+                sessions,
+                IndexPolicy.from_settings(settings),
+                device=settings.device,
+            ),
             decode_pool=ThreadPoolExecutor(
                 max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="decode"
             ),

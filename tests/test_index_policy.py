@@ -6,7 +6,7 @@ with SQL, rebuilding from SQL, writes during a background rebuild and the device
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import faiss
@@ -207,8 +207,9 @@ def test_ivf_save_load_round_trip(tmp_path: Path, data: tuple[np.ndarray, ...]) 
 
 
 @pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = create_database_engine(f"sqlite:///{tmp_path / 'strata.db'}")
+def sessions(new_database_url: Callable[[], str]) -> Iterator[sessionmaker[Session]]:
+    """A fresh database of the kind under test (SQLite, or PostgreSQL in CI's second run)."""
+    engine = create_database_engine(new_database_url())
     create_schema(engine)
     yield make_session_factory(engine)
     engine.dispose()
