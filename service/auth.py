@@ -53,10 +53,19 @@ def split_method(full_method: str) -> tuple[str, str]:
     return service, method
 
 
+#: strata.v1.Labels methods that only read (Probe and PredictLabels store their results).
+LABELS_SERVICE = "strata.v1.Labels"
+LABELS_READ_METHODS = frozenset(
+    {"ExportLabels", "PredictProbe", "SuggestLabels", "LabelIssues", "Duplicates"}
+)
+
+
 def needs_write(full_method: str) -> bool:
     service, method = split_method(full_method)
     if service == STRATA_SERVICE:
         return method not in READ_METHODS
+    if service == LABELS_SERVICE:
+        return method not in LABELS_READ_METHODS
     return service not in READ_SERVICES
 
 

@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from indexer.settings import Settings, SettingsError
 from service import auth, cli
 from service.client import ImageToAdd, StrataClientError
+from service.generated.strata.v1 import labels_pb2
 from service.generated.strata.v1 import strata_pb2 as pb
 
 crypto = pytest.importorskip("cryptography", reason="cryptography makes the test certificates")
@@ -303,6 +304,10 @@ def test_every_rpc_is_classified_read_or_write() -> None:
     assert {"CreateCollection", "DeleteCollection", "AddImages", "DeleteItems"} <= writes
     assert not writes & {"Search", "ListCollections", "GetItem", "Embed"}
     assert not auth.needs_write("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+    labels = set(labels_pb2.DESCRIPTOR.services_by_name["Labels"].methods_by_name)
+    assert labels >= auth.LABELS_READ_METHODS, auth.LABELS_READ_METHODS - labels
+    assert auth.needs_write(f"/{auth.LABELS_SERVICE}/SetLabels")
+    assert not auth.needs_write(f"/{auth.LABELS_SERVICE}/ExportLabels")
 
 
 # -- deadlines and the concurrency cap ------------------------------------------------------------
