@@ -294,6 +294,8 @@ def faiss_finds_itself(address: str, collection: str, ids: Sequence[int]) -> boo
 def machine() -> dict[str, Any]:
     import torch
 
+    from indexer.runtime import import_openvino
+
     model = platform.processor() or "unknown"
     flags: set[str] = set()
     with contextlib.suppress(OSError):
@@ -304,9 +306,7 @@ def machine() -> dict[str, Any]:
                 flags = set(line.split(":", 1)[1].split())
     versions: dict[str, str] = {"torch": torch.__version__}
     with contextlib.suppress(ImportError):
-        import openvino
-
-        versions["openvino"] = openvino.__version__
+        versions["openvino"] = import_openvino().__version__
     return {
         "cpu": model,
         "cores": os.cpu_count(),

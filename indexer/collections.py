@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from indexer.backbones.registry import DEFAULT_BACKBONE, get_backbone
-from indexer.backbones.spec import DEPTH_PRESETS
+from indexer.backbones.spec import DEFAULT_FRAMING, DEPTH_PRESETS, FRAMINGS
 from indexer.context import Context
 from indexer.errors import InvalidInput, NotFound
 from indexer.extract import check_pooling
@@ -24,6 +24,7 @@ class CollectionInfo:
     name: str
     backbone: str
     pooling: str
+    framing: str
     depths: tuple[DepthSpec, ...]
     items: int
     vectors: dict[str, int]
@@ -46,6 +47,7 @@ def info(
         name=collection.name,
         backbone=collection.backbone,
         pooling=collection.pooling,
+        framing=collection.framing,
         depths=tuple(DepthSpec(d.name, d.layer, d.dim) for d in collection.depths),
         items=items,
         vectors=vectors or {},
@@ -58,6 +60,7 @@ def create_collection(
     backbone: str = DEFAULT_BACKBONE,
     depths: Sequence[str] = DEPTH_PRESETS,
     pooling: str = "avg",
+    framing: str = DEFAULT_FRAMING,
 ) -> CollectionInfo:
     if not _NAME.match(name):
         raise InvalidInput(
@@ -65,6 +68,11 @@ def create_collection(
             hint="use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
         )
     check_pooling(pooling)
+    if framing not in FRAMINGS:
+        raise InvalidInput(
+            f"framing {framing!r} is not known",
+            hint=f"use one of: {', '.join(FRAMINGS)} (whole suits thumbnails such as CIFAR)",
+        )
     depths = list(dict.fromkeys(d.strip() for d in depths if d.strip()))
     if not depths:
         raise InvalidInput(
@@ -77,7 +85,7 @@ def create_collection(
         layer = loaded.layer(depth)
         specs.append(DepthSpec(depth, layer.name, layer.channels))
     with ctx.sessions.begin() as session:
-        collection = repository.create_collection(session, name, spec.name, pooling, specs)
+        collection = repository.create_collection(session, name, spec.name, pooling, specs, framing)
         return info(collection)
 
 

@@ -32,7 +32,7 @@ def embed_images(
     depths: Sequence[str] = (),
     pooling: str = "",
 ) -> list[Embedding]:
-    """With `collection`, use its backbone, pooling and (by default) depths."""
+    """With `collection`, use its backbone, pooling, framing and (by default) depths."""
     if len(images) > ctx.settings.max_images_per_request:
         raise InvalidInput(
             f"{len(images)} images in one call exceeds the limit of "
@@ -45,13 +45,13 @@ def embed_images(
         chosen = [info.depth(d) for d in depths] if depths else list(info.depths)
         layers = {d.name: d.layer for d in chosen}
         pooling = info.pooling
+        pre = loaded.spec.preprocessing.framed(info.framing)
     else:
         loaded = ctx.backbones.get(backbone or DEFAULT_BACKBONE)
         layers = {d: loaded.layer(d).name for d in (depths or DEPTH_PRESETS)}
         pooling = check_pooling(pooling or "avg")
-    prepared = prepare_many(
-        images, loaded.spec.preprocessing, ctx.settings.max_pixels, ctx.decode_pool
-    )
+        pre = loaded.spec.preprocessing
+    prepared = prepare_many(images, pre, ctx.settings.max_pixels, ctx.decode_pool)
     good = [p for p in prepared if isinstance(p, PreparedImage)]
     features = embed_prepared(
         loaded, good, list(dict.fromkeys(layers.values())), pooling, ctx.settings.batch_size

@@ -63,7 +63,7 @@ def add_images(ctx: Context, collection_name: str, inputs: Sequence[ImageInput])
     todo = [i for i, r in enumerate(results) if r is None]
     prepared = prepare_many(
         [(inputs[i].uri, inputs[i].data) for i in todo],
-        backbone.spec.preprocessing,
+        backbone.spec.preprocessing.framed(collection.framing),
         ctx.settings.max_pixels,
         ctx.decode_pool,
     )

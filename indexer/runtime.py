@@ -14,9 +14,9 @@ L2-normalise (and logits when asked). Engines run that same graph:
 `engine="auto"` picks OpenVINO on a CPU when it is installed and the graph converts, else
 PyTorch; everything around the engine (decoding, batching, storage) is one code path.
 
-Note for operators: `import openvino` sends an anonymous usage event (openvino-telemetry,
-opt-out) unless `opt_in_out --opt_out` was run for the user or CI=true; `engine=torch`
-never imports it.
+OpenVINO is imported through `import_openvino`, which keeps its usage telemetry out: a
+plain `import openvino` sends an event from a forked subprocess, and forking a process that
+runs gRPC threads can crash the child (seen in tests); a service should not phone home.
 """
 
 from __future__ import annotations
@@ -27,11 +27,13 @@ import importlib.metadata
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
@@ -198,7 +200,7 @@ class OpenVinoEngine:
     name = "openvino"
 
     def __init__(self, compiled: Any, outputs: int, precision: str):
-        import openvino as ov
+        ov = import_openvino()
 
         self._outputs = outputs
         requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
@@ -239,15 +241,23 @@ def _openvino_core() -> Any:
     global _core
     with _core_lock:
         if _core is None:
-            import openvino as ov
-
-            _core = ov.Core()
+            _core = import_openvino().Core()
         return _core
+
+
+def import_openvino() -> ModuleType:
+    """`import openvino` with its telemetry package blocked, so OpenVINO falls back to its
+    own no-op stub (it imports the package in a try/except ImportError)."""
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+    import openvino
+
+    return openvino
 
 
 def openvino_available() -> bool:
     try:
-        import openvino  # noqa: F401
+        import_openvino()
     except ImportError:
         return False
     return True
@@ -279,7 +289,7 @@ def _convert(graph: TapGraph, crop: int, xml: Path) -> None:
     """Trace the graph and convert it with OpenVINO's PyTorch frontend; saved atomically as
     `xml` + `.bin`. (The frontend directly, not `ov.convert_model`: the same conversion
     without the model-conversion tool's extra passes and usage telemetry.)"""
-    import openvino as ov
+    ov = import_openvino()
     from openvino.frontend import FrontEndManager
     from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
 

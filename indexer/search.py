@@ -119,7 +119,7 @@ def _query_vectors(
             out[position] = _raw_vector(collection, query, depths)
     if image_positions:
         backbone = ctx.backbones.get(collection.backbone)
-        pre = backbone.spec.preprocessing
+        pre = backbone.spec.preprocessing.framed(collection.framing)
         # Decoded in the pool: a batch of queries (see service/batcher.py) decodes in parallel.
         outcomes = prepare_many(
             [(queries[p].name, queries[p].image or b"") for p in image_positions],

@@ -151,6 +151,7 @@ def collection_doc(c: pb.Collection) -> dict[str, Any]:
         "name": c.name,
         "backbone": c.backbone,
         "pooling": c.pooling,
+        "framing": c.framing,
         "depths": [d.name for d in c.depths],
         "layers": {d.name: d.layer for d in c.depths},
         "dims": {d.name: d.dim for d in c.depths},
@@ -161,14 +162,17 @@ def collection_doc(c: pb.Collection) -> dict[str, Any]:
 
 def cmd_collections_create(args: argparse.Namespace, client: StrataClient) -> int:
     depths = [d for d in (args.depths or "").split(",") if d]
-    created = client.create_collection(args.name, args.backbone or "", depths, args.pooling or "")
+    created = client.create_collection(
+        args.name, args.backbone or "", depths, args.pooling or "", args.framing or ""
+    )
     doc = collection_doc(created)
     emit(
         args,
         doc,
         lambda: (
             f"created collection {created.name} ({created.backbone}, {created.pooling} "
-            f"pooling): " + ", ".join(f"{d.name}={d.layer} [{d.dim}]" for d in created.depths)
+            f"pooling, {created.framing} framing): "
+            + ", ".join(f"{d.name}={d.layer} [{d.dim}]" for d in created.depths)
         ),
     )
     return 0
@@ -454,6 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--backbone", default=None, help="default efficientnet_lite0")
     create.add_argument("--depths", default=None, help="comma list (default edges,parts,semantics)")
     create.add_argument("--pooling", default=None, choices=["avg", "max", "gem"])
+    create.add_argument(
+        "--framing",
+        default=None,
+        metavar="{center-crop,whole}",
+        help="center-crop (default, ImageNet recipe) or whole: see the image uncropped, "
+        "for thumbnails and tightly framed photos such as CIFAR",
+    )
     create.set_defaults(run=cmd_collections_create)
     coll_list = coll_cmds.add_parser("list", parents=[client_options])
     coll_list.set_defaults(run=cmd_collections_list)

@@ -100,10 +100,15 @@ class StrataClient(LabelsClientMixin):
         return self._call(self.stub.ListLayers, pb.ListLayersRequest(backbone=backbone))
 
     def create_collection(
-        self, name: str, backbone: str = "", depths: Sequence[str] = (), pooling: str = ""
+        self,
+        name: str,
+        backbone: str = "",
+        depths: Sequence[str] = (),
+        pooling: str = "",
+        framing: str = "",
     ) -> pb.Collection:
         request = pb.CreateCollectionRequest(
-            name=name, backbone=backbone, depths=list(depths), pooling=pooling
+            name=name, backbone=backbone, depths=list(depths), pooling=pooling, framing=framing
         )
         return self._call(self.stub.CreateCollection, request)
 

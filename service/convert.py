@@ -39,6 +39,7 @@ def collection(info: CollectionInfo) -> pb.Collection:
         name=info.name,
         backbone=info.backbone,
         pooling=info.pooling,
+        framing=info.framing,
         items=info.items,
         depths=[
             pb.DepthInfo(name=d.name, layer=d.layer, dim=d.dim, vectors=info.vectors.get(d.name, 0))

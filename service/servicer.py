@@ -12,6 +12,7 @@ import numpy as np
 from indexer import classify, collections, embed_images, ingest, items, search
 from indexer.backbones.layers import layer_table
 from indexer.backbones.registry import DEFAULT_BACKBONE, get_backbone, list_backbones
+from indexer.backbones.spec import DEFAULT_FRAMING
 from indexer.backbones.weights import resolve_weights_file
 from indexer.context import Context
 from indexer.errors import InvalidInput, WeightsMissing
@@ -79,6 +80,7 @@ class StrataServicer(pb_grpc.StrataServicer):
             request.backbone or DEFAULT_BACKBONE,
             list(request.depths) or ["edges", "parts", "semantics"],
             request.pooling or "avg",
+            request.framing or DEFAULT_FRAMING,
         )
         return convert.collection(info)
 

@@ -35,6 +35,8 @@ class Collection(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     backbone: Mapped[str] = mapped_column(String(100))
     pooling: Mapped[str] = mapped_column(String(20))
+    #: "center-crop" or "whole": see indexer.backbones.spec.Preprocessing.framed.
+    framing: Mapped[str] = mapped_column(String(20), server_default="center-crop")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     depths: Mapped[list[Depth]] = relationship(
         back_populates="collection", cascade="all, delete-orphan", order_by="Depth.position"

@@ -10,6 +10,7 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
+from indexer.backbones.spec import DEFAULT_FRAMING
 from indexer.errors import AlreadyExists, NotFound
 from indexer.store.models import Collection, Depth, Item, Label, MetadataEntry, Vector
 
@@ -27,7 +28,12 @@ class DepthSpec:
 
 
 def create_collection(
-    session: Session, name: str, backbone: str, pooling: str, depths: Sequence[DepthSpec]
+    session: Session,
+    name: str,
+    backbone: str,
+    pooling: str,
+    depths: Sequence[DepthSpec],
+    framing: str = DEFAULT_FRAMING,
 ) -> Collection:
     if session.scalar(select(Collection.id).where(Collection.name == name)) is not None:
         raise AlreadyExists(
@@ -38,6 +44,7 @@ def create_collection(
         name=name,
         backbone=backbone,
         pooling=pooling,
+        framing=framing,
         depths=[
             Depth(name=d.name, layer=d.layer, dim=d.dim, position=i) for i, d in enumerate(depths)
         ],

@@ -78,30 +78,34 @@ class DepthInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., layer: _Optional[str] = ..., dim: _Optional[int] = ..., vectors: _Optional[int] = ...) -> None: ...
 
 class Collection(_message.Message):
-    __slots__ = ("name", "backbone", "pooling", "depths", "items")
+    __slots__ = ("name", "backbone", "pooling", "depths", "items", "framing")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_FIELD_NUMBER: _ClassVar[int]
     POOLING_FIELD_NUMBER: _ClassVar[int]
     DEPTHS_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    FRAMING_FIELD_NUMBER: _ClassVar[int]
     name: str
     backbone: str
     pooling: str
     depths: _containers.RepeatedCompositeFieldContainer[DepthInfo]
     items: int
-    def __init__(self, name: _Optional[str] = ..., backbone: _Optional[str] = ..., pooling: _Optional[str] = ..., depths: _Optional[_Iterable[_Union[DepthInfo, _Mapping]]] = ..., items: _Optional[int] = ...) -> None: ...
+    framing: str
+    def __init__(self, name: _Optional[str] = ..., backbone: _Optional[str] = ..., pooling: _Optional[str] = ..., depths: _Optional[_Iterable[_Union[DepthInfo, _Mapping]]] = ..., items: _Optional[int] = ..., framing: _Optional[str] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "backbone", "depths", "pooling")
+    __slots__ = ("name", "backbone", "depths", "pooling", "framing")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_FIELD_NUMBER: _ClassVar[int]
     DEPTHS_FIELD_NUMBER: _ClassVar[int]
     POOLING_FIELD_NUMBER: _ClassVar[int]
+    FRAMING_FIELD_NUMBER: _ClassVar[int]
     name: str
     backbone: str
     depths: _containers.RepeatedScalarFieldContainer[str]
     pooling: str
-    def __init__(self, name: _Optional[str] = ..., backbone: _Optional[str] = ..., depths: _Optional[_Iterable[str]] = ..., pooling: _Optional[str] = ...) -> None: ...
+    framing: str
+    def __init__(self, name: _Optional[str] = ..., backbone: _Optional[str] = ..., depths: _Optional[_Iterable[str]] = ..., pooling: _Optional[str] = ..., framing: _Optional[str] = ...) -> None: ...
 
 class ListCollectionsRequest(_message.Message):
     __slots__ = ()

@@ -1,0 +1,144 @@
+"""Collection framing: "center-crop" (the ImageNet recipe) or "whole" (the image uncropped).
+
+Thumbnails and tightly framed photos (CIFAR) keep the object out to the border, which the
+centre crop cuts away. A "whole" collection must frame every image that way everywhere it
+embeds one: at ingest, for a query image, and in Embed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from photos import photo, png
+from PIL import Image
+from test_cli import strata
+
+from indexer.backbones.registry import get_backbone
+from indexer.preprocess import prepare_pixels
+from service.client import ImageToAdd, StrataClient, StrataClientError
+
+PRESETS = ("edges", "parts", "semantics")
+FILTER = Image.Resampling.BICUBIC  # Lite0's (timm's) resampling filter
+
+
+def thumbnails() -> list[tuple[str, Image.Image]]:
+    """32x32 thumbnails of real photos, the size of CIFAR images."""
+    names = (
+        "chelsea",
+        "coffee",
+        "astronaut",
+        "rocket",
+        "hubble_deep_field",
+        "immunohistochemistry",
+    )
+    return [(f"{name}.png", photo(name).resize((32, 32), Image.Resampling.BOX)) for name in names]
+
+
+def vectors(embedding: Any) -> dict[str, np.ndarray]:
+    return {v.depth: np.asarray(v.values) for v in embedding.vectors}
+
+
+def cosine(a: Any, b: Any) -> float:
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
+
+
+@pytest.fixture
+def make_collection(client: StrataClient) -> Iterator[Callable[..., str]]:
+    made: list[str] = []
+
+    def make(framing: str = "") -> str:
+        name = f"frame-{uuid.uuid4().hex[:10]}"
+        client.create_collection(name, framing=framing)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        client.delete_collection(name)
+
+
+def test_whole_framing_resizes_the_whole_square_image_to_the_input_size() -> None:
+    pre = get_backbone("efficientnet_lite0").preprocessing
+    thumb = thumbnails()[0][1]
+    whole = prepare_pixels(thumb, pre.framed("whole"))
+    expected = np.asarray(thumb.resize((pre.crop, pre.crop), FILTER))
+    assert whole.shape == (pre.crop, pre.crop, 3)
+    assert np.array_equal(whole, expected)
+    # The default recipe magnifies the centre instead: the border is gone.
+    assert not np.array_equal(prepare_pixels(thumb, pre), expected)
+
+
+def test_whole_framing_keeps_the_whole_shorter_side_of_a_wide_image() -> None:
+    pre = get_backbone("efficientnet_lite0").preprocessing.framed("whole")
+    wide = photo("coffee").resize((300, 200), Image.Resampling.BOX)
+    got = prepare_pixels(wide, pre).astype(np.int16)
+    resized = wide.resize((336, 224), FILTER)
+    expected = np.asarray(resized.crop((56, 0, 280, 224))).astype(np.int16)
+    assert got.shape == expected.shape
+    # Only the crop window is resampled, so values may differ by rounding, never more.
+    assert np.abs(got - expected).max() <= 2
+
+
+def test_a_collection_reports_its_framing(client: StrataClient, make_collection: Any) -> None:
+    assert client.get_collection(make_collection()).framing == "center-crop"
+    assert client.get_collection(make_collection("whole")).framing == "whole"
+
+
+def test_an_unknown_framing_is_refused_by_name(client: StrataClient) -> None:
+    name = f"frame-{uuid.uuid4().hex[:10]}"
+    with pytest.raises(StrataClientError) as caught:
+        client.create_collection(name, framing="sideways")
+    assert caught.value.code == "INVALID_ARGUMENT"
+    assert "sideways" in caught.value.details and "whole" in caught.value.details
+    assert name not in {c.name for c in client.list_collections()}
+
+
+def test_embed_in_a_whole_collection_sees_the_uncropped_image(
+    client: StrataClient, make_collection: Any
+) -> None:
+    whole, cropped = make_collection("whole"), make_collection("center-crop")
+    for uri, thumb in thumbnails()[:3]:
+        # The thumbnail upscaled to 224 and framed by a 16 px border to 256: the centre crop
+        # of that is exactly what "whole" framing makes of the thumbnail.
+        framed = Image.new("RGB", (256, 256), (0, 0, 0))
+        framed.paste(thumb.resize((224, 224), FILTER), (16, 16))
+        as_whole = vectors(client.embed([(uri, png(thumb))], collection=whole)[0])
+        as_framed = vectors(client.embed([(uri, png(framed))], collection=cropped)[0])
+        as_cropped = vectors(client.embed([(uri, png(thumb))], collection=cropped)[0])
+        for depth in PRESETS:
+            assert cosine(as_whole[depth], as_framed[depth]) > 0.9999, (uri, depth)
+            assert cosine(as_whole[depth], as_cropped[depth]) < 0.999, (uri, depth)
+
+
+def test_ingest_and_query_use_the_collection_framing(
+    client: StrataClient, make_collection: Any
+) -> None:
+    whole = make_collection("whole")
+    thumbs = thumbnails()
+    added = list(client.add_images(whole, [ImageToAdd(uri, png(t)) for uri, t in thumbs]))
+    assert [r.status for r in added] == ["added"] * len(thumbs)
+    results = client.search(whole, [png(t) for _, t in thumbs], k=1)
+    for (uri, _), result in zip(thumbs, results, strict=True):
+        for depth_hits in result.results:
+            top = depth_hits.hits[0]
+            # The query is framed as the stored image was, so it finds itself exactly.
+            assert top.uri == uri and top.score > 0.9999, (uri, depth_hits.depth, top)
+
+
+def test_cli_creates_a_whole_collection(server: Any, client: StrataClient) -> None:
+    name = f"cli-{uuid.uuid4().hex[:10]}"
+    done = strata(
+        "collections", "create", name, "--framing", "whole", "--server", server.address, "--json"
+    )
+    try:
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["framing"] == "whole"
+    finally:
+        if name in {c.name for c in client.list_collections()}:
+            client.delete_collection(name)
