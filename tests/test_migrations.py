@@ -90,6 +90,25 @@ def test_a_database_from_before_migrations_is_adopted(engine: Engine) -> None:
         assert connection.scalars(select(Collection.name)).all() == ["old"]
 
 
+def test_collections_from_revision_0001_keep_the_centre_crop_they_were_made_with(
+    engine: Engine,
+) -> None:
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0001")
+        connection.execute(
+            text(
+                "INSERT INTO collections (name, backbone, pooling, created_at) "
+                "VALUES ('old', 'b', 'avg', CURRENT_TIMESTAMP)"
+            )
+        )
+    create_schema(engine)
+    assert version(engine) == HEAD
+    with engine.connect() as connection:
+        assert connection.execute(select(Collection.name, Collection.framing)).all() == [
+            ("old", "center-crop")
+        ]
+
+
 def test_item_ids_are_never_reused(engine: Engine) -> None:
     """A FAISS file saved before a delete may still hold the deleted id; a new item taking
     that id would be served with the old vector. SQLite needs AUTOINCREMENT for this."""
