@@ -1,6 +1,6 @@
 """Linear probes and label bootstrapping on CIFAR-10, end to end through the gRPC service.
 
-    python bench/probe.py [--server HOST:PORT] [--seeds 3] [--resize-study]
+    python bench/probe.py [--server HOST:PORT] [--seeds 3] [--framing whole|center-crop]
 
 Indexes 300 training images per class (the first by name, labelled, metadata split=train)
 and the 100 test images per class (unlabelled, split=test) into a collection tapping
@@ -247,49 +247,6 @@ def flipped_round(
     }
 
 
-def resize_study(items: list[tuple[str, str, bytes]], train_n: int) -> dict[str, Any]:
-    """The README's figures come from 32 px images resized straight to 224; the service
-    resizes to 256 and centre-crops 224 (crop_pct 0.875), cutting 12.5% of a thumbnail.
-    Compare both on pre-logits and stage 4 with the README's probe (library, no service)."""
-    import dataclasses
-
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    from indexer.backbones.loader import BackboneCache, resolve_device
-    from indexer.embedding import embed_prepared, prepare_one
-
-    backbone = BackboneCache(resolve_device("auto")).get("efficientnet_lite0")
-    layers = ["blocks.6", "global_pool"]
-    labels = [c for _, c, _ in items]
-    out: dict[str, Any] = {}
-    for name, pre in (
-        ("resize 256 + centre crop 224 (service)", backbone.spec.preprocessing),
-        (
-            "resize 224, no crop (README)",
-            dataclasses.replace(backbone.spec.preprocessing, resize=224),
-        ),
-    ):
-        vectors: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
-        for start in range(0, len(items), 64):
-            batch = [prepare_one(u, d, pre, 10**8) for u, _, d in items[start : start + 64]]
-            features = embed_prepared(backbone, batch, layers, "avg", 64)
-            for layer in layers:
-                vectors[layer].append(features.vectors[layer])
-        out[name] = {}
-        for layer in layers:
-            x = np.concatenate(vectors[layer])
-            scaler = StandardScaler().fit(x[:train_n])
-            model = LogisticRegression(C=0.1, max_iter=1000).fit(
-                scaler.transform(x[:train_n]), labels[:train_n]
-            )
-            out[name][layer] = float(
-                np.mean(model.predict(scaler.transform(x[train_n:])) == np.array(labels[train_n:]))
-            )
-        say(f"resize study, {name}: {out[name]}")
-    return out
-
-
 # -- main ---------------------------------------------------------------------------------
 
 
@@ -303,7 +260,12 @@ def main() -> int:
         default="",
         help="comma list for predict/suggest/issues (default: every depth)",
     )
-    parser.add_argument("--resize-study", action="store_true", help="also compare crop vs no crop")
+    parser.add_argument(
+        "--framing",
+        default="whole",
+        help="the collection's framing: whole (default: CIFAR photos are 32 px thumbnails "
+        "framed tightly, and the README's figures see them whole) or center-crop",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--train-per-class", type=int, default=TRAIN_PER_CLASS, help="smoke runs")
     parser.add_argument("--test-per-class", type=int, default=100, help="smoke runs")
@@ -324,12 +286,13 @@ def main() -> int:
         "dataset": str(args.zip),
         "train_per_class": args.train_per_class,
         "test_per_class": args.test_per_class,
+        "framing": args.framing,
     }
     boot_depths = [d for d in args.boot_depths.split(",") if d]
     try:
         with StrataClient(address) as client:
             name = f"bench-probe-{uuid.uuid4().hex[:6]}"
-            client.create_collection(name, depths=list(DEPTHS))
+            client.create_collection(name, depths=list(DEPTHS), framing=args.framing)
             images = [
                 ImageToAdd(u, d, [c] if u.startswith("train/") else [], {"split": u.split("/")[0]})
                 for u, c, d in items
@@ -431,11 +394,6 @@ def main() -> int:
                 "examples": [[m.uri for m in g.members] for g in groups.groups[:5]],
             }
             client.delete_collection(name)
-        if args.resize_study:
-            ordered = [x for x in items if x[0].startswith("train/")] + [
-                x for x in items if x[0].startswith("test/")
-            ]
-            figures["resize_study"] = resize_study(ordered, len(train))
     finally:
         if local is not None:
             local.stop()
@@ -451,7 +409,7 @@ def main() -> int:
 def report(f: dict[str, Any]) -> None:
     print(
         f"\nLinear probe per depth (CIFAR-10, {f['train_per_class']} train/class, 5-fold CV; "
-        f"test = {f['test_per_class']}/class)"
+        f"test = {f['test_per_class']}/class; {f['framing']} framing)"
     )
     header = (
         "depth",
@@ -516,10 +474,6 @@ def report(f: dict[str, Any]) -> None:
         f"\nduplicates at {d['depth']} >= {d['threshold']:.2f}: "
         f"{d['groups']} groups, {d['items']} items"
     )
-    if "resize_study" in f:
-        print("\nresize study (sklearn C=0.1 test accuracy):")
-        for name, accs in f["resize_study"].items():
-            print(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in accs.items()))
     print(f"\nindexing {f['index_seconds']:.0f}s, probes {f['probe_seconds']:.0f}s")
 
 
