@@ -9,7 +9,7 @@ import numpy as np
 
 from indexer.backbones.registry import DEFAULT_BACKBONE
 from indexer.context import Context
-from indexer.embedding import PreparedImage, embed_prepared, prepare_many
+from indexer.embedding import PreparedImage, embed_prepared
 from indexer.errors import InvalidInput, StrataError
 
 MAX_TOP_K = 1000
@@ -37,9 +37,7 @@ def classify(
             hint="split them over several calls",
         )
     backbone = ctx.backbones.get(backbone_name)
-    prepared = prepare_many(
-        images, backbone.spec.preprocessing, ctx.settings.max_pixels, ctx.decode_pool
-    )
+    prepared = ctx.prepare_images(images, backbone, backbone.spec.preprocessing)
     good = [p for p in prepared if isinstance(p, PreparedImage)]
     features = embed_prepared(backbone, good, [], "avg", ctx.settings.batch_size, with_logits=True)
     logits = features.logits if features.logits is not None else np.zeros((0, 1000))

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer.backbones.loader import BackboneCache, resolve_device
+from indexer.backbones.loader import BackboneCache, LoadedBackbone, resolve_device
+from indexer.backbones.spec import Preprocessing
+from indexer.device_decode import decode_device
+from indexer.embedding import PreparedImage, prepare_many
+from indexer.errors import StrataError
 from indexer.runtime import RuntimeOptions
 from indexer.settings import Settings
 from indexer.store.database import create_database_engine, create_schema, make_session_factory
@@ -54,6 +59,19 @@ class Context:
             decode_pool=ThreadPoolExecutor(
                 max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="decode"
             ),
+        )
+
+    def prepare_images(
+        self, named_bytes: Sequence[tuple[str, bytes]], backbone: LoadedBackbone, pre: Preprocessing
+    ) -> list[PreparedImage | StrataError]:
+        """Decode and frame images for `backbone`: JPEGs on its device where the settings say
+        so, everything else in the decode pool."""
+        return prepare_many(
+            named_bytes,
+            pre,
+            self.settings.max_pixels,
+            self.decode_pool,
+            decode_device(self.settings.device_decode, backbone.device),
         )
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ from indexer.backbones.registry import DEFAULT_BACKBONE
 from indexer.backbones.spec import DEPTH_PRESETS
 from indexer.collections import get_collection
 from indexer.context import Context
-from indexer.embedding import PreparedImage, embed_prepared, prepare_many
+from indexer.embedding import PreparedImage, embed_prepared
 from indexer.errors import InvalidInput, StrataError
 from indexer.extract import check_pooling
 
@@ -51,7 +51,7 @@ def embed_images(
         layers = {d: loaded.layer(d).name for d in (depths or DEPTH_PRESETS)}
         pooling = check_pooling(pooling or "avg")
         pre = loaded.spec.preprocessing
-    prepared = prepare_many(images, pre, ctx.settings.max_pixels, ctx.decode_pool)
+    prepared = ctx.prepare_images(images, loaded, pre)
     good = [p for p in prepared if isinstance(p, PreparedImage)]
     features = embed_prepared(
         loaded, good, list(dict.fromkeys(layers.values())), pooling, ctx.settings.batch_size

@@ -8,9 +8,11 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from indexer.backbones.loader import LoadedBackbone
 from indexer.backbones.spec import Preprocessing
+from indexer.device_decode import prepare_jpegs
 from indexer.errors import StrataError
 from indexer.extract import Features, extract, to_batch
 from indexer.images import DecodedImage, content_hash, decode_image
@@ -23,7 +25,9 @@ class PreparedImage:
     content_hash: str
     width: int
     height: int
-    pixels: np.ndarray  # HxWx3 uint8, ready for the backbone
+    #: HxWx3 uint8, ready for the backbone; a tensor on the model's device when the JPEG
+    #: was decoded there (indexer.device_decode).
+    pixels: np.ndarray | torch.Tensor
 
 
 #: JPEG draft decoding (1/2..1/8 scale in libjpeg) keeps the shorter side at least this many
@@ -51,8 +55,34 @@ def prepare_many(
     pre: Preprocessing,
     max_pixels: int,
     executor: Executor | None = None,
+    decode_device: torch.device | None = None,
 ) -> list[PreparedImage | StrataError]:
-    """Decode and preprocess each image; a bad one yields its error, the rest go on."""
+    """Decode and preprocess each image; a bad one yields its error, the rest go on.
+
+    With `decode_device`, plain JPEGs are decoded and framed on that device first; the rest
+    (other formats, anything the device decoder refuses) take the CPU path.
+    """
+    done: list[PreparedImage | StrataError | None] = [None] * len(named_bytes)
+    if decode_device is not None:
+        for i, on_device in enumerate(prepare_jpegs(named_bytes, pre, max_pixels, decode_device)):
+            if on_device is not None:
+                done[i] = PreparedImage(*on_device)
+    rest = [i for i, outcome in enumerate(done) if outcome is None]
+    for i, outcome in zip(
+        rest,
+        _prepare_on_cpu([named_bytes[i] for i in rest], pre, max_pixels, executor),
+        strict=True,
+    ):
+        done[i] = outcome
+    return [outcome for outcome in done if outcome is not None]
+
+
+def _prepare_on_cpu(
+    named_bytes: Sequence[tuple[str, bytes]],
+    pre: Preprocessing,
+    max_pixels: int,
+    executor: Executor | None,
+) -> list[PreparedImage | StrataError]:
 
     def run(item: tuple[str, bytes]) -> PreparedImage | StrataError:
         try:

@@ -26,9 +26,19 @@ class Features:
     logits: np.ndarray | None = None
 
 
-def to_batch(pixels: Sequence[np.ndarray]) -> torch.Tensor:
-    """Stack HxWx3 uint8 arrays into an (N,H,W,3) uint8 tensor."""
-    return torch.from_numpy(np.stack(pixels))
+def to_batch(pixels: Sequence[np.ndarray | torch.Tensor]) -> torch.Tensor:
+    """Stack HxWx3 uint8 images into an (N,H,W,3) uint8 tensor. Images decoded on the
+    model's device (tensors) keep the batch there; CPU arrays join them."""
+    on_device = [p for p in pixels if isinstance(p, torch.Tensor)]
+    if not on_device:
+        return torch.from_numpy(np.stack(pixels))
+    device = on_device[0].device
+    return torch.stack(
+        [
+            p.to(device) if isinstance(p, torch.Tensor) else torch.tensor(p, device=device)
+            for p in pixels
+        ]
+    )
 
 
 def extract(
@@ -42,7 +52,7 @@ def extract(
     check_pooling(pooling)
     wanted = list(dict.fromkeys(layers))
     engine = backbone.engine(wanted, pooling, with_logits)
-    pixels = batch.numpy() if isinstance(batch, torch.Tensor) else np.asarray(batch)
+    pixels = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.asarray(batch))
     if len(pixels) == 0:
         raise ValueError("extract needs at least one image")
     with backbone.lock:

@@ -15,11 +15,12 @@ import io
 import logging
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-from PIL import ExifTags, Image, ImageFile, ImageOps
+from PIL import ExifTags, Image, ImageFile
 
 from indexer.errors import InvalidImage
 
@@ -32,7 +33,19 @@ DEFAULT_MAX_PIXELS: int = 64_000_000
 _OPEN_FORMATS: Final[list[str]] = sorted(ALLOWED_FORMATS)
 _ACCEPTED: Final[str] = ", ".join(_OPEN_FORMATS)
 _WHITE: Final[tuple[int, int, int]] = (255, 255, 255)
+# Samples per band when scaling high-depth grey images (see _high_depth_to_rgb).
+_BAND_PIXELS: Final[int] = 1 << 20
 
+# EXIF orientation -> the transpose that shows the image upright (as ImageOps.exif_transpose).
+_TRANSPOSE: Final[dict[int, Image.Transpose]] = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 # Orientation values whose transpose swaps width and height.
 _SWAPS_SIDES: Final[frozenset[int]] = frozenset({5, 6, 7, 8})
 
@@ -146,10 +159,13 @@ def decode_image(
                     # factor that keeps both sides >= the requested size.
                     src.draft("RGB", (min_side, min_side))
                 src.load()
-                image, orientation = _apply_orientation(src, name)
+                orientation = exif_orientation(src, name)
+                # Turned after the conversion to 8-bit RGB, the cheapest copy to turn.
+                rgb = _to_rgb(src, name)
+                if orientation != 1:
+                    rgb = rgb.transpose(_TRANSPOSE[orientation])
                 if orientation in _SWAPS_SIDES:
                     width, height = height, width
-                rgb = _to_rgb(image, name)
     except InvalidImage:
         raise
     except Image.UnidentifiedImageError:
@@ -269,8 +285,8 @@ def _sniff_off_list(data: bytes) -> str | None:
     return None
 
 
-def _apply_orientation(image: Image.Image, name: str) -> tuple[Image.Image, int]:
-    """Apply the EXIF orientation; returns the image and the orientation that was applied.
+def exif_orientation(image: Image.Image, name: str) -> int:
+    """The EXIF orientation (1 = upright).
 
     A damaged EXIF block is common in the wild (camera firmware, editors) while the pixels are
     fine, so it costs the orientation, not the item.
@@ -279,14 +295,8 @@ def _apply_orientation(image: Image.Image, name: str) -> tuple[Image.Image, int]
         orientation = int(image.getexif().get(ExifTags.Base.Orientation, 1))
     except Exception:
         logger.warning("%r: unreadable EXIF block; orientation ignored", name, exc_info=True)
-        return image, 1
-    if orientation not in range(2, 9):
-        return image, 1
-    try:
-        return ImageOps.exif_transpose(image), orientation
-    except Exception:
-        logger.warning("%r: EXIF orientation %d not applied", name, orientation, exc_info=True)
-        return image, 1
+        return 1
+    return orientation if orientation in _TRANSPOSE else 1
 
 
 def _to_rgb(image: Image.Image, name: str) -> Image.Image:
@@ -324,22 +334,31 @@ def _to_rgb(image: Image.Image, name: str) -> Image.Image:
 
 
 def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
-    """Scale 16-bit, 32-bit integer and float grey to 8 bits instead of clipping."""
-    values = np.asarray(image)  # "I;16B" arrives big-endian; astype() below handles that
-    mode = image.mode
-    grey: np.ndarray
-    if mode.startswith("I;16"):
-        grey = (values.astype(np.float32) / 257.0).round()
-    elif mode == "I" and values.size and values.min() >= 0 and values.max() <= 65535:
-        # Pillow decodes 16-bit PNG/TIFF grey as "I" in some versions: same 16-bit scale.
-        grey = (values.astype(np.float32) / 257.0).round()
-    else:
-        grey = _stretch(values.astype(np.float64))
-    out = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8), mode="L")
+    """Scale 16-bit, 32-bit integer and float grey to 8 bits instead of clipping.
+
+    Works in horizontal bands: the extra memory is one 8-bit plane plus one band, whatever the
+    image's size (whole-image float64 temporaries of a 64 Mpx float TIFF ran past 3 GB).
+    """
+    width, height = image.size
+    rows = max(1, _BAND_PIXELS // width)
+    bands = [(top, min(height, top + rows)) for top in range(0, height, rows)]
+
+    def band(top: int, bottom: int) -> np.ndarray:
+        # "I;16B" arrives big-endian; the float arithmetic below handles that.
+        return np.asarray(image.crop((0, top, width, bottom)))
+
+    scale = _grey_scale(image.mode, bands, band)
+    grey = np.empty((height, width), dtype=np.uint8)
     transparency = image.info.get("transparency")
-    if isinstance(transparency, int):
-        # A tRNS grey level on a 16-bit image: that value is fully transparent.
-        alpha = np.where(values == transparency, 0, 255).astype(np.uint8)
+    alpha = np.empty((height, width), dtype=np.uint8) if isinstance(transparency, int) else None
+    for top, bottom in bands:
+        values = band(top, bottom)
+        grey[top:bottom] = np.clip(scale(values), 0, 255).astype(np.uint8)
+        if alpha is not None:
+            # A tRNS grey level on a 16-bit image: that value is fully transparent.
+            alpha[top:bottom] = np.where(values == transparency, 0, 255)
+    out = Image.fromarray(grey, mode="L")
+    if alpha is not None:
         rgba = Image.merge("RGBA", (out, out, out, Image.fromarray(alpha, mode="L")))
         background = Image.new("RGB", rgba.size, _WHITE)
         background.paste(rgba, mask=rgba.getchannel("A"))
@@ -347,17 +366,39 @@ def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
     return out.convert("RGB")
 
 
-def _stretch(values: np.ndarray) -> np.ndarray:
-    """Map float or wide-integer samples to 0..255: [0, 1] and [0, 255] as is, else min-max."""
-    finite = np.isfinite(values)
-    if not finite.any():
-        return np.zeros(values.shape, dtype=np.float64)
-    values = np.where(finite, values, 0.0)
-    lo, hi = float(values[finite].min()), float(values[finite].max())
-    if lo >= 0.0 and hi <= 1.0:
-        return (values * 255.0).round()
-    if lo >= 0.0 and hi <= 255.0:
-        return values.round()
-    if hi == lo:
-        return np.zeros(values.shape, dtype=np.float64)
-    return ((values - lo) * (255.0 / (hi - lo))).round()
+def _grey_scale(
+    mode: str, bands: list[tuple[int, int]], band: Callable[[int, int], np.ndarray]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The map from a band's samples to 0..255 floats, from statistics over every band:
+    16-bit values scale by 1/257; floats in [0, 1] or [0, 255] keep their scale; anything else
+    is stretched min..max. Non-finite samples become 0."""
+    if mode.startswith("I;16"):
+        return _sixteen_bit
+    lo, hi, finite_any = np.inf, -np.inf, False
+    for top, bottom in bands:
+        values = band(top, bottom)
+        finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values.ravel()
+        if finite.size:
+            finite_any = True
+            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+    if mode == "I" and finite_any and lo >= 0 and hi <= 65535:
+        # Pillow decodes 16-bit PNG/TIFF grey as "I" in some versions: same 16-bit scale.
+        return _sixteen_bit
+    if finite_any and lo >= 0.0 and hi <= 1.0:
+        factor, offset = 255.0, 0.0
+    elif finite_any and lo >= 0.0 and hi <= 255.0:
+        factor, offset = 1.0, 0.0
+    elif finite_any and hi > lo:
+        factor, offset = 255.0 / (hi - lo), lo
+    else:  # nothing finite, or one value outside 0..255: no contrast to show
+        return lambda values: np.zeros(values.shape, dtype=np.float32)
+
+    def stretch(values: np.ndarray) -> np.ndarray:
+        out = (values.astype(np.float64) - offset) * factor
+        return np.where(np.isfinite(out), out, 0.0).round()
+
+    return stretch
+
+
+def _sixteen_bit(values: np.ndarray) -> np.ndarray:
+    return (values.astype(np.float32) / 257.0).round()

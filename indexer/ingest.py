@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from indexer.collections import CollectionInfo, get_collection
 from indexer.context import Context
-from indexer.embedding import PreparedImage, embed_prepared, prepare_many
+from indexer.embedding import PreparedImage, embed_prepared
 from indexer.errors import InvalidInput, StrataError
 from indexer.store import repository
 from indexer.store.models import Item, Label
@@ -61,11 +61,10 @@ def add_images(ctx: Context, collection_name: str, inputs: Sequence[ImageInput])
             )
     backbone = ctx.backbones.get(collection.backbone)
     todo = [i for i, r in enumerate(results) if r is None]
-    prepared = prepare_many(
+    prepared = ctx.prepare_images(
         [(inputs[i].uri, inputs[i].data) for i in todo],
+        backbone,
         backbone.spec.preprocessing.framed(collection.framing),
-        ctx.settings.max_pixels,
-        ctx.decode_pool,
     )
     good: list[tuple[int, PreparedImage]] = []
     for position, outcome in zip(todo, prepared, strict=True):

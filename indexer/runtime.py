@@ -96,7 +96,7 @@ class Engine(Protocol):
     #: What runs, in words: engine, device, precision (logged once per engine).
     description: str
 
-    def run(self, pixels: np.ndarray) -> list[np.ndarray]:
+    def run(self, pixels: torch.Tensor) -> list[np.ndarray]:
         """(N,H,W,3) uint8 -> one float32 (N,C) array per output of the TapGraph."""
         ...
 
@@ -181,14 +181,14 @@ class TorchEngine:
         precision_name = "fp32" if self.dtype is None else str(self.dtype).removeprefix("torch.")
         self.description = f"torch on {device}, {precision_name}"
 
-    def run(self, pixels: np.ndarray) -> list[np.ndarray]:
+    def run(self, pixels: torch.Tensor) -> list[np.ndarray]:
         autocast = (
             torch.autocast(self.device.type, dtype=self.dtype)
             if self.dtype is not None
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), autocast:
-            batch = torch.from_numpy(pixels).to(self.device, non_blocking=True)
+            batch = pixels.to(self.device, non_blocking=True)
             outputs = self.graph(batch)
         return [o.float().cpu().numpy() for o in outputs]
 
@@ -221,13 +221,13 @@ class OpenVinoEngine:
             for i in range(self._outputs)
         ]
 
-    def run(self, pixels: np.ndarray) -> list[np.ndarray]:
-        pixels = np.ascontiguousarray(pixels)
+    def run(self, pixels: torch.Tensor) -> list[np.ndarray]:
+        array = np.ascontiguousarray(pixels.cpu().numpy())
         with self._lock:
             self._results = {}
-            starts = range(0, len(pixels), OPENVINO_CHUNK)
+            starts = range(0, len(array), OPENVINO_CHUNK)
             for slot, start in enumerate(starts):
-                self._queue.start_async({0: pixels[start : start + OPENVINO_CHUNK]}, slot)
+                self._queue.start_async({0: array[start : start + OPENVINO_CHUNK]}, slot)
             self._queue.wait_all()
             parts = [self._results[slot] for slot in range(len(starts))]
         return [np.concatenate([p[i] for p in parts]) for i in range(self._outputs)]

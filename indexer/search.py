@@ -10,7 +10,7 @@ import numpy as np
 
 from indexer.collections import CollectionInfo, get_collection
 from indexer.context import Context
-from indexer.embedding import embed_prepared, prepare_many
+from indexer.embedding import embed_prepared
 from indexer.errors import InvalidInput, StrataError
 from indexer.store import repository
 
@@ -121,11 +121,8 @@ def _query_vectors(
         backbone = ctx.backbones.get(collection.backbone)
         pre = backbone.spec.preprocessing.framed(collection.framing)
         # Decoded in the pool: a batch of queries (see service/batcher.py) decodes in parallel.
-        outcomes = prepare_many(
-            [(queries[p].name, queries[p].image or b"") for p in image_positions],
-            pre,
-            ctx.settings.max_pixels,
-            ctx.decode_pool,
+        outcomes = ctx.prepare_images(
+            [(queries[p].name, queries[p].image or b"") for p in image_positions], backbone, pre
         )
         prepared = []
         for outcome in outcomes:

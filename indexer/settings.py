@@ -31,6 +31,9 @@ class Settings:
     engine: str = "auto"
     #: "auto" (fp16 autocast on CUDA, fp32 on CPU), "fp32", "fp16" or "bf16".
     precision: str = "auto"
+    #: JPEG decode and resize on the model's device (nvJPEG): "auto" (when it is a GPU),
+    #: "on" (wherever the model runs, CPU included) or "off".
+    device_decode: str = "auto"
     #: Converted model graphs (OpenVINO); empty: $XDG_CACHE_HOME/strata or ~/.cache/strata.
     model_cache_dir: Path | None = None
     max_pixels: int = 64_000_000
@@ -108,6 +111,13 @@ class Settings:
 
         if self.engine not in ENGINES:
             raise SettingsError(f"engine {self.engine!r} is not one of {', '.join(ENGINES)}")
+        from indexer.device_decode import DEVICE_DECODE_MODES
+
+        if self.device_decode not in DEVICE_DECODE_MODES:
+            raise SettingsError(
+                f"device_decode {self.device_decode!r} is not one of "
+                f"{', '.join(DEVICE_DECODE_MODES)}"
+            )
         if self.precision not in PRECISIONS:
             raise SettingsError(
                 f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}"
