@@ -239,9 +239,13 @@ def suggest_labels(
         data = labelled_vectors.load(ctx, collection, spec)
     unlabelled = data.unlabelled
     weight = np.zeros(len(data.ids), np.float32)
+    predicted: np.ndarray | None = None
     if best is not None and len(unlabelled):
-        top2 = -np.sort(-_fit_predict(ctx, best, unlabelled, seed), axis=1)[:, :2]
+        probabilities = _fit_predict(ctx, best, unlabelled, seed)
+        top2 = -np.sort(-probabilities, axis=1)[:, :2]
         weight[unlabelled] = 1.0 - (top2[:, 0] - top2[:, 1])
+        predicted = np.zeros(len(data.ids), np.int64)
+        predicted[unlabelled] = probabilities.argmax(axis=1)
     else:
         weight[unlabelled] = 1.0
     candidates = unlabelled
@@ -253,7 +257,7 @@ def suggest_labels(
     if graph is None:
         graph = _graph(ctx, collection, spec, data)
     known = np.flatnonzero(data.y != labelled_vectors.UNLABELLED)
-    picks, scores = weighted_coverage(graph, candidates, known, weight, n)
+    picks, scores = weighted_coverage(graph, candidates, known, weight, n, predicted)
     with ctx.sessions() as session:
         uris = label_repository.item_uris(session, collection.id, data.ids[picks].tolist())
     suggestions = [
