@@ -13,7 +13,7 @@ from service.client import StrataClient
 from service.generated.strata.v1 import labels_pb2 as pb
 
 CHART_SUFFIXES = (".png", ".svg")
-METHOD_CHOICES = ("probe", "self-training", "knn", "propagation")
+METHOD_CHOICES = ("probe", "self-training", "knn", "propagation", "ensemble")
 
 
 # -- probe ----------------------------------------------------------------------------------

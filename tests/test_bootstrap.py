@@ -70,9 +70,11 @@ def test_predict_labels_every_unlabelled_item(
     assert {p.id for p in result.predictions} == set(truth) - human
     correct = sum(p.label == truth[p.id] for p in result.predictions)
     assert correct / len(result.predictions) >= 0.9, result
-    assert {(c.method, c.depth) for c in result.candidates} == {
+    assert {(c.method, c.depth) for c in result.candidates if c.method != "ensemble"} == {
         (m, d) for m in METHODS for d in ("parts", "semantics")
     }
+    (ensemble,) = [c for c in result.candidates if c.method == "ensemble"]
+    assert sorted(ensemble.depth.split("+")) == ["parts", "semantics"]
     best = max(c.cv_accuracy for c in result.candidates)
     assert result.cv_accuracy == pytest.approx(best)
     assert (result.method, result.depth) in {
@@ -83,6 +85,10 @@ def test_predict_labels_every_unlabelled_item(
     stored = {x.id: x for x in client.export_labels(name, "predicted").labels}
     assert {i: x.label for i, x in stored.items()} == {p.id: p.label for p in result.predictions}
 
+    ensemble = client.predict_labels(name, methods=["ensemble"], dry_run=True)
+    assert ensemble.method == "ensemble" and "+" in ensemble.depth
+    agree = sum(p.label == truth[p.id] for p in ensemble.predictions)
+    assert agree / len(ensemble.predictions) >= 0.9, ensemble
     only_knn = client.predict_labels(name, methods=["knn"], depths=["semantics"], dry_run=True)
     assert (only_knn.method, only_knn.depth, only_knn.stored) == ("knn", "semantics", 0)
     with pytest.raises(StrataClientError) as bad:
@@ -103,7 +109,7 @@ def test_suggest_returns_unlabelled_items_most_informative_first(
     assert not set(picked) & human and set(picked) <= set(ids.values())
     scores = [s.score for s in result.suggestions]
     assert scores == sorted(scores, reverse=True) and scores[0] > 0
-    assert result.method in METHODS
+    assert result.method in METHODS | {"ensemble"}
 
     part_a = {ids[u] for i, (u, _, _) in enumerate(examples) if i % 2 == 0}
     only_a = client.suggest_labels(name, 4, metadata={"part": "a"}, folds=2)
