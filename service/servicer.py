@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 
 import grpc
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 
 #: How long the AddImages batcher waits for more images before running a partial batch.
 BATCH_WAIT_S = 0.02
+#: Batches of one AddImages stream in flight at once: the next one decodes while the
+#: current one runs its forward pass and is written (the forward passes themselves take
+#: turns on the backbone's lock). Results still come back in order.
+INGEST_PIPELINE_DEPTH = 2
 
 #: Searches that may share a forward pass: collection, depths, k, serialized filter.
 SearchKey = tuple[str, tuple[str, ...], int, bytes]
@@ -112,7 +117,8 @@ class StrataServicer(pb_grpc.StrataServicer):
         self, request_iterator: AsyncIterator[pb.AddImageRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.AddImageResult]:
         """Read the stream in the background and embed in batches as images arrive, so
-        receiving, decoding and the forward pass overlap; one result per image, in order."""
+        receiving, decoding, the forward pass and writing overlap; one result per image, in
+        order. An image is acknowledged only once its batch is committed."""
         queue: asyncio.Queue[pb.AddImageRequest | None] = asyncio.Queue(
             maxsize=4 * self.ctx.settings.batch_size
         )
@@ -125,23 +131,39 @@ class StrataServicer(pb_grpc.StrataServicer):
                 await queue.put(None)
 
         reader = asyncio.create_task(read())
+        in_flight: deque[asyncio.Task[list[pb.AddImageResult]]] = deque()
+        reading: asyncio.Task[tuple[list[pb.AddImageRequest], bool]] | None = None
         collection = ""
+        finished = False
         try:
-            finished = False
-            while not finished:
-                batch, finished = await self._next_batch(queue)
-                if not batch:
+            while True:
+                if reading is None and not finished and len(in_flight) < INGEST_PIPELINE_DEPTH:
+                    reading = asyncio.create_task(self._next_batch(queue))
+                waiting = [t for t in (reading, in_flight[0] if in_flight else None) if t]
+                if not waiting:
                     break
-                collection = collection or batch[0].collection
-                if not collection:
-                    raise InvalidInput(
-                        "the first AddImages message must name the collection",
-                        hint="set `collection` on the first request of the stream",
-                    )
-                for result in await self._add_batch(collection, batch):
-                    yield result
+                # Whichever comes first: a client that waits for an answer before sending
+                # more must get it while the next batch is still being gathered.
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if in_flight and in_flight[0] in done:
+                    for result in in_flight.popleft().result():
+                        yield result
+                if reading is not None and reading in done:
+                    batch, finished = reading.result()
+                    reading = None
+                    if batch:
+                        collection = collection or batch[0].collection
+                        if not collection:
+                            raise InvalidInput(
+                                "the first AddImages message must name the collection",
+                                hint="set `collection` on the first request of the stream",
+                            )
+                        in_flight.append(asyncio.create_task(self._add_batch(collection, batch)))
         finally:
             reader.cancel()
+            for task in (reading, *in_flight):
+                if task is not None:
+                    task.cancel()
 
     async def _next_batch(
         self, queue: asyncio.Queue[pb.AddImageRequest | None]

@@ -6,6 +6,7 @@ the status code, that the message names the culprit, and that the server still s
 
 from __future__ import annotations
 
+import queue
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -761,3 +762,25 @@ def test_request_without_collection_is_not_unknown(
             grpc.StatusCode.NOT_FOUND,
         ), (method, caught.value)
     assert_serving(server, client)
+
+
+def test_a_client_that_waits_for_each_answer_before_sending_more_gets_it(
+    server: ServerHandle, collection: str
+) -> None:
+    """Ingest pipelines batches, but never holds an answer back waiting for more images."""
+    answered: queue.Queue[pb.AddImageResult] = queue.Queue()
+    names = ("chelsea", "coffee", "astronaut")
+
+    def requests() -> Iterator[pb.AddImageRequest]:
+        for name in names:
+            yield pb.AddImageRequest(
+                collection=collection, uri=f"{name}.jpg", image=photo_jpeg(name)
+            )
+            answered.get(timeout=60)  # this image's answer first; raises (fails) if none comes
+
+    results = []
+    with grpc.insecure_channel(server.address) as channel:
+        for result in pb_grpc.StrataStub(channel).AddImages(requests(), timeout=180):
+            results.append(result)
+            answered.put(result)
+    assert [(r.uri, r.status) for r in results] == [(f"{n}.jpg", "added") for n in names]
