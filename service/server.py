@@ -97,6 +97,9 @@ async def create_server(settings: Settings, address: str | None = None) -> Runni
 def reconcile_indexes(ctx: Context) -> int:
     """Open every (collection, depth) index: verified against its manifest, brought level with
     SQL, rebuilt when missing or corrupt; changed ones are saved. Returns how many opened."""
+    swept = ctx.indexes.sweep_temporary_files()
+    if swept:
+        log.info("removed %d temporary file(s) of index saves interrupted earlier", swept)
     opened = 0
     for info in collections.list_collections(ctx):
         for depth in info.depths:

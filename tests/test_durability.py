@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -257,9 +258,19 @@ def test_corrupt_or_missing_index_files_are_rebuilt(
     paths["parts"].write_bytes(bytes(parts))
     paths["semantics"].unlink()  # missing file
     manifest_path(paths["blocks.4"]).write_text("{not json")  # unreadable manifest
+    # The temporary file of a save whose process was killed, and one of a live process.
+    child = subprocess.Popen(["true"])
+    child.wait()  # reaped: its pid names no process now
+    dead_pid = child.pid
+    stale = paths["edges"].with_name(f".edges.faiss.{dead_pid}.1234.tmp")
+    stale.write_bytes(b"half a save")
+    live = paths["edges"].with_name(f".edges.faiss.{os.getppid()}.1234.tmp")
+    live.write_bytes(b"a save in progress")
 
     second = make_server(data_dir=data_dir, database_url=database_url)
     assert second.running.ctx.indexes.rebuilds == 4
+    assert not stale.exists() and live.exists()
+    live.unlink()
     with second.client(timeout=300) as client:
         ids = sorted(added.values())
         for result, item_id in zip(client.search("corrupt", ids, k=1), ids, strict=True):

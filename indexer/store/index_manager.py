@@ -12,6 +12,7 @@ setting and the FAISS build allow it.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -43,6 +44,19 @@ class IndexManager:
         self._indexes: dict[tuple[int, str], VectorIndex] = {}
         self._lock = threading.Lock()
         self.rebuilds = 0  # how many indexes had to be rebuilt from SQL (for logs and tests)
+
+    def sweep_temporary_files(self) -> int:
+        """Remove the temporary files of saves that a killed process left behind (named
+        `.<file>.<pid>.<thread>.tmp` by vector_index._atomic_write); a live process's own
+        saves in progress are left alone. Returns how many were removed."""
+        removed = 0
+        for path in self.root.glob("*/.*.tmp"):
+            pid = path.name.rsplit(".", 3)[-3]
+            if pid.isdigit() and _process_alive(int(pid)):
+                continue
+            path.unlink(missing_ok=True)
+            removed += 1
+        return removed
 
     def path_for(self, collection_id: int, depth: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in depth)
@@ -154,3 +168,13 @@ class IndexManager:
                 index.save(self.path_for(collection_id, depth))
                 saved += 1
         return saved
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
