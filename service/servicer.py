@@ -27,10 +27,6 @@ log = logging.getLogger(__name__)
 
 #: How long the AddImages batcher waits for more images before running a partial batch.
 BATCH_WAIT_S = 0.02
-#: Batches of one AddImages stream in flight at once: the next one decodes while the
-#: current one runs its forward pass and is written (the forward passes themselves take
-#: turns on the backbone's lock). Results still come back in order.
-INGEST_PIPELINE_DEPTH = 2
 
 #: Searches that may share a forward pass: collection, depths, k, serialized filter.
 SearchKey = tuple[str, tuple[str, ...], int, bytes]
@@ -39,6 +35,8 @@ SearchKey = tuple[str, tuple[str, ...], int, bytes]
 class StrataServicer(pb_grpc.StrataServicer):
     def __init__(self, ctx: Context):
         self.ctx = ctx
+        on_gpu = ctx.backbones.device.type == "cuda"
+        self.pipeline_depth = ctx.settings.ingest_pipeline_depth or (2 if on_gpu else 1)
         # Concurrent single-image searches share one forward pass and one FAISS search.
         self.search_batcher: DynamicBatcher[SearchKey, search.Query, search.QueryResult] = (
             DynamicBatcher(
@@ -137,7 +135,7 @@ class StrataServicer(pb_grpc.StrataServicer):
         finished = False
         try:
             while True:
-                if reading is None and not finished and len(in_flight) < INGEST_PIPELINE_DEPTH:
+                if reading is None and not finished and len(in_flight) < self.pipeline_depth:
                     reading = asyncio.create_task(self._next_batch(queue))
                 waiting = [t for t in (reading, in_flight[0] if in_flight else None) if t]
                 if not waiting:

@@ -58,9 +58,10 @@ def new_database_url(
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         created.append(name)
-        return POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace(
-            "postgresql://", "postgresql+psycopg://"
-        ) + f"/{name}"
+        return (
+            POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+            + f"/{name}"
+        )
 
     yield make
     if created:

@@ -764,10 +764,21 @@ def test_request_without_collection_is_not_unknown(
     assert_serving(server, client)
 
 
+@pytest.fixture(scope="module")
+def pipelined_server(make_server: Callable[..., ServerHandle]) -> ServerHandle:
+    """Two batches in flight per AddImages stream, as on a GPU."""
+    return make_server(ingest_pipeline_depth=2)
+
+
+@pytest.mark.parametrize("depth", [1, 2])
 def test_a_client_that_waits_for_each_answer_before_sending_more_gets_it(
-    server: ServerHandle, collection: str
+    server: ServerHandle, pipelined_server: ServerHandle, depth: int
 ) -> None:
-    """Ingest pipelines batches, but never holds an answer back waiting for more images."""
+    """Ingest may pipeline batches, but never holds an answer back waiting for more images."""
+    target = pipelined_server if depth == 2 else server
+    collection = fresh_name()
+    with StrataClient(target.address) as client:
+        client.create_collection(collection)
     answered: queue.Queue[pb.AddImageResult] = queue.Queue()
     names = ("chelsea", "coffee", "astronaut")
 
@@ -779,8 +790,21 @@ def test_a_client_that_waits_for_each_answer_before_sending_more_gets_it(
             answered.get(timeout=60)  # this image's answer first; raises (fails) if none comes
 
     results = []
-    with grpc.insecure_channel(server.address) as channel:
+    with grpc.insecure_channel(target.address) as channel:
         for result in pb_grpc.StrataStub(channel).AddImages(requests(), timeout=180):
             results.append(result)
             answered.put(result)
     assert [(r.uri, r.status) for r in results] == [(f"{n}.jpg", "added") for n in names]
+
+
+def test_a_pipelined_stream_answers_every_image_in_order(
+    pipelined_server: ServerHandle, small_jpegs: Callable[..., list[tuple[str, bytes]]]
+) -> None:
+    images = [*small_jpegs(80, 3), ("broken.jpg", samples.truncated_jpeg())]
+    with StrataClient(pipelined_server.address) as client:
+        name = fresh_name()
+        client.create_collection(name)
+        results = list(client.add_images(name, [ImageToAdd(u, d) for u, d in images]))
+        assert [r.uri for r in results] == [u for u, _ in images]
+        assert [r.status for r in results] == ["added"] * 80 + ["failed"]
+        assert client.get_collection(name).items == 80
