@@ -33,8 +33,8 @@ class Settings:
     precision: str = "auto"
     #: Batches of one AddImages stream in flight at once, so the next one is decoded while
     #: the current one runs its forward pass and is written; 0: 2 when the model runs on a
-    #: GPU, 1 on a CPU, where the engine already keeps every core busy (2 measured 10%
-    #: slower on the 2-core development machine: decoding took cores from the engine).
+    #: GPU, 1 on a CPU, where the engine already keeps every core busy (on the 2-core
+    #: development machine 1 and 2 measured the same, 82-83 images/s in bench/ingest.py).
     ingest_pipeline_depth: int = 0
     #: JPEG decode and resize on the model's device (nvJPEG): "auto" (when it is a GPU),
     #: "on" (wherever the model runs, CPU included) or "off".
