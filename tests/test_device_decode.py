@@ -166,7 +166,7 @@ def test_decode_device_setting() -> None:
         Settings.load(env={"STRATA_DEVICE_DECODE": "gpu"})
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (nvJPEG)")
+@pytest.mark.gpu
 def test_nvjpeg_decodes_on_the_gpu() -> None:
     pre = get_backbone("efficientnet_lite0").preprocessing
     cuda = torch.device("cuda")
