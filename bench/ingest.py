@@ -357,7 +357,9 @@ def main() -> int:
         megabytes = sum(p.stat().st_size for p in paths) / 1e6
         warm = root / "warmup"
         warm.mkdir()
-        for path in make_photos(warm, 64, seed=1):
+        # Two full server batches at least: on a GPU the first batch of each new shape pays
+        # for kernel selection and allocator growth, which belongs to the warm-up.
+        for path in make_photos(warm, max(64, 2 * (args.server_batch_size or 32)), seed=1):
             path.rename(warm / path.name)
 
         baseline = Baseline.load(args.batch_size)
