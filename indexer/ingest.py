@@ -19,7 +19,6 @@ from indexer.context import Context
 from indexer.embedding import PreparedImage, embed_prepared
 from indexer.errors import InvalidInput, StrataError
 from indexer.store import repository
-from indexer.store.models import Item, Label
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +122,8 @@ def _store(
     replaced_ids: list[int] = []
     replaced_positions: set[int] = set()
     stored: list[tuple[int, int, int]] = []  # (position, row in features, item id)
-    inserted: list[tuple[int, int, Item]] = []  # (position, row in features, new item)
+    inserted: list[tuple[int, int]] = []  # (position, row in features) of each new item
+    new_items: list[repository.NewItem] = []
     with ctx.sessions.begin() as session:
         existing = repository.find_items_by_uri(
             session, collection.id, [image.name for _, image in to_embed]
@@ -134,40 +134,32 @@ def _store(
             if old is not None and old.content_hash == image.content_hash:
                 results[position] = AddResult(image.name, "unchanged", old.id)
                 continue  # a concurrent writer stored the same content meanwhile
-            labels: list[Label] = [
-                Label(label=label, source="human", confidence=1.0)
-                for label in dict.fromkeys(source.labels)
-            ]
+            labels = [(label, "human", 1.0) for label in dict.fromkeys(source.labels)]
             metadata = dict(source.metadata)
             if old is not None:
                 # New content gets a new item id (its labels and metadata carried over): an
                 # id never changes its vector, so a FAISS file saved before this commit can
                 # only hold stale ids, which reconciling by id removes after a crash.
-                labels = [
-                    Label(label=x.label, source=x.source, confidence=x.confidence)
-                    for x in old.labels
-                ]
+                labels = [(x.label, x.source, x.confidence) for x in old.labels]
                 metadata = {m.key: m.value for m in old.meta}
                 replaced_ids.append(old.id)
                 repository.delete_items(session, collection.id, [old.id])
                 session.expunge(old)
-            item = repository.insert_item(
-                session,
-                collection.id,
-                uri=image.name,
-                content_hash=image.content_hash,
-                width=image.width,
-                height=image.height,
-                metadata=metadata,
+            new_items.append(
+                repository.NewItem(
+                    image.name, image.content_hash, image.width, image.height, labels, metadata
+                )
             )
-            item.labels = labels
             if old is not None:
                 replaced_positions.add(position)
-            inserted.append((position, row, item))
-        # One flush inserts every item in a batched statement and assigns the ids; then the
-        # vectors of these new ids go in with one executemany.
-        session.flush()
-        stored = [(position, row, item.id) for position, row, item in inserted]
+            inserted.append((position, row))
+        # Every item in one statement that returns the ids; then the vectors of these new
+        # ids go in with one executemany.
+        new_ids = repository.insert_items(session, collection.id, new_items)
+        stored = [
+            (position, row, item_id)
+            for (position, row), item_id in zip(inserted, new_ids, strict=True)
+        ]
         repository.insert_vectors(
             session,
             [

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -132,6 +133,58 @@ def insert_item(
     )
     session.add(item)
     return item
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """An item to insert, with its labels as (label, source, confidence) and metadata."""
+
+    uri: str
+    content_hash: str
+    width: int
+    height: int
+    labels: Sequence[tuple[str, str, float]] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def insert_items(session: Session, collection_id: int, new: Sequence[NewItem]) -> list[int]:
+    """Insert items with one INSERT ... RETURNING (ids in the order given), then their
+    labels and metadata with one executemany each: no ORM object per row, which cost
+    about 0.5 ms an image and capped GPU ingest."""
+    if not new:
+        return []
+    now = datetime.now(UTC)
+    ids = list(
+        session.scalars(
+            insert(Item).returning(Item.id, sort_by_parameter_order=True),
+            [
+                {
+                    "collection_id": collection_id,
+                    "uri": n.uri,
+                    "content_hash": n.content_hash,
+                    "width": n.width,
+                    "height": n.height,
+                    "created_at": now,
+                }
+                for n in new
+            ],
+        )
+    )
+    labels = [
+        {"item_id": item_id, "label": label, "source": source, "confidence": confidence}
+        for item_id, n in zip(ids, new, strict=True)
+        for label, source, confidence in n.labels
+    ]
+    if labels:
+        session.execute(insert(Label), labels)
+    metadata = [
+        {"item_id": item_id, "key": key, "value": value}
+        for item_id, n in zip(ids, new, strict=True)
+        for key, value in n.metadata.items()
+    ]
+    if metadata:
+        session.execute(insert(MetadataEntry), metadata)
+    return ids
 
 
 def put_vectors(session: Session, item_id: int, vectors: Mapping[str, np.ndarray]) -> None:
