@@ -227,15 +227,12 @@ def _store(
             "avg",
             [repository.DepthSpec("semantics", "global_pool", DIM)],
         )
-        item_ids = []
-        for row, vector in enumerate(vectors):
-            item = repository.insert_item(
-                session, collection.id, uri=f"{first + row}.jpg", content_hash=str(row),
-                width=1, height=1,
-            )  # fmt: skip
-            session.flush()
-            repository.put_vectors(session, item.id, {"semantics": vector})
-            item_ids.append(item.id)
+        new = [
+            repository.NewItem(f"{first + row}.jpg", str(row), 1, 1) for row in range(len(vectors))
+        ]
+        item_ids = repository.insert_items(session, collection.id, new)
+        for item_id, vector in zip(item_ids, vectors, strict=True):
+            repository.put_vectors(session, item_id, {"semantics": vector})
         return collection.id, np.array(item_ids, dtype=np.int64)
 
 

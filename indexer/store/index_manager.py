@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from indexer.store import repository
 from indexer.store.faiss_device import device_copier
 from indexer.store.index_policy import IndexPolicy, VectorSource, build_index
-from indexer.store.vector_index import IndexFileError, VectorIndex
+from indexer.store.vector_index import IndexFileError, VectorIndex, temporary_writer
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,12 @@ class IndexManager:
         self.rebuilds = 0  # how many indexes had to be rebuilt from SQL (for logs and tests)
 
     def sweep_temporary_files(self) -> int:
-        """Remove the temporary files of saves that a killed process left behind (named
-        `.<file>.<pid>.<thread>.tmp` by vector_index._atomic_write); a live process's own
-        saves in progress are left alone. Returns how many were removed."""
+        """Remove the temporary files of saves that a killed process left behind; a live
+        process's own saves in progress are left alone. Returns how many were removed."""
         removed = 0
         for path in self.root.glob("*/.*.tmp"):
-            pid = path.name.rsplit(".", 3)[-3]
-            if pid.isdigit() and _process_alive(int(pid)):
+            writer = temporary_writer(path)
+            if writer is None or _process_alive(writer):
                 continue
             path.unlink(missing_ok=True)
             removed += 1

@@ -109,32 +109,6 @@ def find_items_by_uri(session: Session, collection_id: int, uris: Sequence[str])
     return found
 
 
-def insert_item(
-    session: Session,
-    collection_id: int,
-    *,
-    uri: str,
-    content_hash: str,
-    width: int,
-    height: int,
-    labels: Sequence[str] = (),
-    metadata: Mapping[str, str] | None = None,
-) -> Item:
-    item = Item(
-        collection_id=collection_id,
-        uri=uri,
-        content_hash=content_hash,
-        width=width,
-        height=height,
-        labels=[
-            Label(label=label, source="human", confidence=1.0) for label in dict.fromkeys(labels)
-        ],
-        meta=[MetadataEntry(key=k, value=v) for k, v in (metadata or {}).items()],
-    )
-    session.add(item)
-    return item
-
-
 @dataclass(frozen=True)
 class NewItem:
     """An item to insert, with its labels as (label, source, confidence) and metadata."""

@@ -584,9 +584,23 @@ def _as_matrix(vectors: np.ndarray, dim: int) -> np.ndarray:
     return matrix
 
 
+def temporary_path(path: Path) -> Path:
+    """Where a save of `path` is written before it replaces it: hidden, and named after the
+    writing process and thread so concurrent saves never share a file."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def temporary_writer(tmp: Path) -> int | None:
+    """The pid of the process that wrote a `temporary_path` file; None if not one."""
+    parts = tmp.name.split(".")
+    if not tmp.name.startswith(".") or len(parts) < 5 or parts[-1] != "tmp":
+        return None
+    return int(parts[-3]) if parts[-3].isdigit() else None
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = temporary_path(path)
     with open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
