@@ -40,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from indexer.settings import Settings  # noqa: E402
+from indexer.core.settings import Settings  # noqa: E402
 from service.client import ImageToAdd, StrataClient  # noqa: E402
 from service.server import RunningServer, create_server  # noqa: E402
 

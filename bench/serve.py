@@ -194,7 +194,7 @@ class Bare:
     """The library's parts called directly: decode, forward pass, FAISS, (SQL)."""
 
     def __init__(self, ctx: Any):
-        from indexer.collections import get_collection
+        from indexer.catalog.collections import get_collection
 
         self.ctx = ctx
         self.collection = get_collection(ctx, COLLECTION)
@@ -206,13 +206,13 @@ class Bare:
         ]
 
     def prepare(self, image: bytes) -> Any:
-        from indexer.embedding import prepare_one
+        from indexer.imaging.prepare import prepare_one
 
         pre = self.backbone.spec.preprocessing
         return prepare_one("query", image, pre, self.ctx.settings.max_pixels)
 
     def forward_and_search(self, prepared: list[Any]) -> None:
-        from indexer.embedding import embed_prepared
+        from indexer.engine.extract import embed_prepared
 
         features = embed_prepared(
             self.backbone, prepared, self.layers, self.collection.pooling, len(prepared)
@@ -221,7 +221,7 @@ class Bare:
             index.search(features.vectors[layer], K)
 
     def timed(self, queries: list[bytes], repeats: int) -> dict:
-        from indexer import search
+        from indexer.catalog import search
 
         prepared = [self.prepare(q) for q in queries]
         self.forward_and_search(prepared[:1])  # warm up
@@ -291,9 +291,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the JSON result to stdout")
     args = parser.parse_args()
 
-    from indexer import ingest
-    from indexer.context import Context
-    from indexer.settings import Settings
+    from indexer.catalog import ingest
+    from indexer.catalog.context import Context
+    from indexer.core.settings import Settings
 
     result: dict[str, Any] = {
         "machine": machine(),
@@ -314,7 +314,7 @@ def main() -> int:
         ctx = Context.open(settings)
         try:
             log(f"indexing {args.items} photos through the library")
-            from indexer.collections import create_collection
+            from indexer.catalog.collections import create_collection
 
             create_collection(
                 ctx, COLLECTION, "efficientnet_lite0", ["edges", "parts", "semantics"], "avg"

@@ -1,4 +1,4 @@
-"""Atheris (libFuzzer) harness over `indexer.images.decode_image`, the door every untrusted
+"""Atheris (libFuzzer) harness over `indexer.imaging.decode.decode_image`, the door every untrusted
 image comes through.
 
 A finding is any exception other than `InvalidImage`, a crash in a C decoder, a hang
@@ -32,8 +32,8 @@ with atheris.instrument_imports(include=["PIL", "indexer"]):
         WebPImagePlugin,  # noqa: F401
     )
 
-    from indexer.errors import InvalidImage
-    from indexer.images import decode_image
+    from indexer.core.errors import InvalidImage
+    from indexer.imaging.decode import decode_image
 
 MAX_PIXELS = 4_000_000
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from indexer.errors import PermissionDenied, StrataError, Unauthenticated
+from indexer.core.errors import PermissionDenied, StrataError, Unauthenticated
 from service.errors import status_for
 
 log = logging.getLogger(__name__)

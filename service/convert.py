@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from indexer.backbones.spec import BackboneSpec, LayerInfo
-from indexer.collections import CollectionInfo
-from indexer.errors import StrataError
-from indexer.items import ItemInfo
-from indexer.search import Filter, Hit, QueryResult
+from indexer.catalog.collections import CollectionInfo
+from indexer.catalog.items import ItemInfo
+from indexer.catalog.search import Filter, Hit, QueryResult
+from indexer.core.errors import StrataError
 from service.errors import status_for
 from service.generated.strata.v1 import strata_pb2 as pb
 

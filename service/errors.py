@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from indexer import errors
+from indexer.core import errors
 
 log = logging.getLogger(__name__)
 

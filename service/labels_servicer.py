@@ -7,9 +7,10 @@ import asyncio
 
 import grpc
 
-from indexer import bootstrap, duplicates, labels, probes
-from indexer.context import Context
-from indexer.errors import InvalidInput
+from indexer.catalog import duplicates
+from indexer.catalog.context import Context
+from indexer.core.errors import InvalidInput
+from indexer.learning import bootstrap, labels, probes
 from service import convert
 from service.errors import unary
 from service.generated.strata.v1 import labels_pb2 as pb

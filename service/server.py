@@ -13,9 +13,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from indexer import collections
-from indexer.context import Context
-from indexer.settings import Settings
+from indexer.catalog import collections
+from indexer.catalog.context import Context
+from indexer.core.settings import Settings
 from service.auth import TokenAuthInterceptor
 from service.generated.strata.v1 import strata_pb2, strata_pb2_grpc
 from service.labels_servicer import LABELS_SERVICE_NAME, add_labels_service

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 import grpc
 import numpy as np
 
-from indexer import classify, collections, embed_images, ingest, items, search
 from indexer.backbones.layers import layer_table
-from indexer.backbones.registry import DEFAULT_BACKBONE, get_backbone, list_backbones
-from indexer.backbones.spec import DEFAULT_FRAMING
+from indexer.backbones.registry import get_backbone, list_backbones
 from indexer.backbones.weights import resolve_weights_file
-from indexer.context import Context
-from indexer.errors import InvalidInput, WeightsMissing
+from indexer.catalog import classify, collections, embed, ingest, items, search
+from indexer.catalog.context import Context
+from indexer.core.errors import InvalidInput, WeightsMissing
+from indexer.core.vocabulary import DEFAULT_BACKBONE, DEFAULT_FRAMING
 from service import convert
 from service.batcher import DynamicBatcher
 from service.errors import streaming, unary
@@ -281,7 +281,7 @@ class StrataServicer(pb_grpc.StrataServicer):
         self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbedResponse:
         embeddings = await asyncio.to_thread(
-            embed_images.embed_images,
+            embed.embed_images,
             self.ctx,
             [(i.uri, i.image) for i in request.images],
             collection=request.collection,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from indexer.settings import Settings, SettingsError
+from indexer.core.settings import Settings, SettingsError
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from indexer.settings import Settings
+from indexer.core.settings import Settings
 from service.client import StrataClient
 from service.server import RunningServer, create_server
 

@@ -218,7 +218,7 @@ def png_bomb() -> bytes:
 
 @functools.cache
 def png_over_limit() -> bytes:
-    """9000×9000 (81 Mpx): under Pillow's default limit, over DEFAULT_MAX_PIXELS."""
+    """9000×9000 (81 Mpx): under Pillow's default limit, over MAX_PIXELS."""
     return png_zero_bomb(9_000, 9_000)
 
 

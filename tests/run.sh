@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install Strata with its test dependencies into ./.venv, then lint, type-check and run the
+# Install Strata with its test dependencies into ./.venv, then lint, type-check, check the
+# import-layer contracts and run the
 # whole test suite twice: on the embedded SQLite default and on the PostgreSQL server at
 # 127.0.0.1:5432 (database `test`, trust auth), starting that server if it is down.
 set -euo pipefail
@@ -16,6 +17,7 @@ fi
 
 .venv/bin/ruff check .
 .venv/bin/mypy
+.venv/bin/lint-imports
 .venv/bin/python -m service.build_protos --check
 
 echo "== test suite on SQLite =="

@@ -12,13 +12,14 @@ import torchvision
 from photos import photo_jpeg
 
 from indexer.backbones.layers import _trace_shapes, layer_table, resolve_layer
-from indexer.backbones.loader import BackboneCache, LoadedBackbone, load_backbone
-from indexer.backbones.registry import DEFAULT_BACKBONE, get_backbone, list_backbones
-from indexer.backbones.spec import DEPTH_PRESETS
+from indexer.backbones.registry import get_backbone, list_backbones
 from indexer.backbones.weights import WEIGHTS_DIR_ENV, load_state_dict_file, resolve_weights_file
-from indexer.embedding import embed_prepared, prepare_one
-from indexer.errors import InvalidInput, NotFound, WeightsMissing
-from indexer.extract import POOLINGS, check_pooling, extract, pool, to_batch
+from indexer.core.errors import InvalidInput, NotFound, WeightsMissing
+from indexer.core.vocabulary import DEFAULT_BACKBONE, DEPTH_PRESETS, POOLINGS, check_pooling
+from indexer.engine.extract import embed_prepared, extract, to_batch
+from indexer.engine.loader import BackboneCache, LoadedBackbone, load_backbone
+from indexer.engine.pooling import pool
+from indexer.imaging.prepare import prepare_one
 
 CPU = torch.device("cpu")
 ALL_BACKBONES = (

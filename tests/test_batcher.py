@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from photos import photo_crops, photo_jpeg
 
-from indexer import search as search_module
+from indexer.catalog import search as search_module
 from service.batcher import DynamicBatcher
 from service.client import ImageToAdd, StrataClient
 

@@ -21,10 +21,10 @@ from photos import photo, photo_jpeg
 from PIL import Image, ImageOps
 
 from indexer.backbones.registry import get_backbone
-from indexer.device_decode import decode_device, prepare_jpegs, read_header, upright
-from indexer.embedding import prepare_one
-from indexer.extract import to_batch
-from indexer.settings import Settings, SettingsError
+from indexer.core.settings import Settings, SettingsError
+from indexer.engine.extract import to_batch
+from indexer.imaging.device_decode import decode_device, prepare_jpegs, read_header, upright
+from indexer.imaging.prepare import prepare_one
 from service.client import ImageToAdd, StrataClient
 
 PRESETS = ("edges", "parts", "semantics")

@@ -21,7 +21,7 @@ import pytest
 from conftest import ServeProcess, ServerHandle
 from sqlalchemy import create_engine, select
 
-from indexer.collections import get_collection
+from indexer.catalog.collections import get_collection
 from indexer.store.index_manager import IndexManager
 from indexer.store.models import Collection, Item
 from indexer.store.vector_index import IndexFileError, VectorIndex, manifest_path

@@ -19,7 +19,7 @@ from PIL import Image
 from test_cli import strata
 
 from indexer.backbones.registry import get_backbone
-from indexer.preprocess import prepare_pixels
+from indexer.imaging.framing import prepare_pixels
 from service.client import ImageToAdd, StrataClient, StrataClientError
 
 PRESETS = ("edges", "parts", "semantics")

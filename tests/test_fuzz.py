@@ -57,8 +57,8 @@ def _decodes_in(artifact: Path, gigabytes: int) -> bool:
     script = (
         "import resource, sys\n"
         f"resource.setrlimit(resource.RLIMIT_AS, ({gigabytes << 30}, {gigabytes << 30}))\n"
-        "from indexer.errors import InvalidImage\n"
-        "from indexer.images import decode_image\n"
+        "from indexer.core.errors import InvalidImage\n"
+        "from indexer.imaging.decode import decode_image\n"
         "try:\n"
         f"    decode_image(open({str(artifact)!r}, 'rb').read(), name='x', max_pixels=4_000_000)\n"
         "except InvalidImage:\n"

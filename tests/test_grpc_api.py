@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from photos import photo, photo_crops, photo_jpeg, png
 
-from indexer.images import content_hash
+from indexer.imaging.decode import content_hash
 from service.client import ImageToAdd, StrataClient, StrataClientError
 from service.generated.strata.v1 import strata_pb2 as pb
 from service.generated.strata.v1 import strata_pb2_grpc as pb_grpc

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import EpsImagePlugin, Image, ImageFile
 
-from indexer.errors import InvalidImage, InvalidInput
-from indexer.images import (
+from indexer.core.errors import InvalidImage, InvalidInput
+from indexer.core.vocabulary import MAX_PIXELS
+from indexer.imaging.decode import (
     ALLOWED_FORMATS,
-    DEFAULT_MAX_PIXELS,
     DecodedImage,
     content_hash,
     decode_image,
@@ -47,7 +47,7 @@ def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_public_constants() -> None:
     assert frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}) == ALLOWED_FORMATS
-    assert DEFAULT_MAX_PIXELS == 64_000_000
+    assert MAX_PIXELS == 64_000_000
     assert issubclass(InvalidImage, InvalidInput)
 
 
@@ -93,8 +93,8 @@ def test_bomb_refused_fast_without_big_allocation(sample: str) -> None:
 
 _RSS_PROBE = """
 import json, resource, sys, time
-from indexer.errors import InvalidImage
-from indexer.images import decode_image
+from indexer.core.errors import InvalidImage
+from indexer.imaging.decode import decode_image
 data = open(sys.argv[1], "rb").read()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.perf_counter()
@@ -139,7 +139,7 @@ def test_bomb_refused_even_with_pillow_limit_disabled(
     with pytest.raises(InvalidImage, match=r"decompression bomb: \d+×\d+ = \d+ pixels") as caught:
         decode_image(samples.HOSTILE[sample](), name=sample)
     assert time.perf_counter() - started < 1.0
-    assert f"limit of {DEFAULT_MAX_PIXELS}" in caught.value.message
+    assert f"limit of {MAX_PIXELS}" in caught.value.message
 
 
 def test_pillow_limit_still_applies_above_our_limit() -> None:

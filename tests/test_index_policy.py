@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer.settings import Settings, SettingsError
+from indexer.core.settings import Settings, SettingsError
 from indexer.store import repository, vector_index
 from indexer.store.database import create_database_engine, create_schema, make_session_factory
 from indexer.store.faiss_device import device_copier

@@ -50,7 +50,7 @@ def test_migrations_build_exactly_the_models_schema(engine: Engine) -> None:
     differences = schema_differences(engine)
     assert differences == [], (
         "indexer/store/models.py and the migrations disagree; add a revision with "
-        "`alembic -c indexer/migrations/alembic.ini revision --autogenerate -m ...`: "
+        "`alembic -c indexer/store/migrations/alembic.ini revision --autogenerate -m ...`: "
         f"{differences}"
     )
 

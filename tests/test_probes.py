@@ -13,7 +13,7 @@ import pytest
 from conftest import ServerHandle
 from labelled_images import CROP_CLASSES, cifar_set, crop, crop_set, jpeg
 
-from indexer.evaluation import stratified_folds
+from indexer.learning.evaluation import stratified_folds
 from indexer.store import label_repository, repository
 from service.cli import main
 from service.client import ImageToAdd, StrataClient, StrataClientError

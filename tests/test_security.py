@@ -21,7 +21,7 @@ import pytest
 from conftest import ServeProcess, ServerHandle
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from indexer.settings import Settings, SettingsError
+from indexer.core.settings import Settings, SettingsError
 from service import auth, cli
 from service.client import ImageToAdd, StrataClientError
 from service.generated.strata.v1 import labels_pb2

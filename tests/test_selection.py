@@ -5,8 +5,8 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from indexer.neighbours import NeighbourGraph
-from indexer.selection import weighted_coverage
+from indexer.learning.neighbours import NeighbourGraph
+from indexer.learning.selection import weighted_coverage
 
 
 def knn_graph(x: np.ndarray, k: int = 5) -> NeighbourGraph:

@@ -256,7 +256,7 @@ def _index_files(handle: ServerHandle, collection_id: int) -> dict[str, Path]:
 
 
 def _collection_id(handle: ServerHandle, name: str) -> int:
-    from indexer.collections import get_collection
+    from indexer.catalog.collections import get_collection
 
     return get_collection(handle.running.ctx, name).id
 

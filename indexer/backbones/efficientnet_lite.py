@@ -16,9 +16,10 @@ from torch import nn
 
 from indexer.backbones.imagenet import IMAGENET_CATEGORIES
 from indexer.backbones.registry import register
-from indexer.backbones.spec import BackboneSpec, Preprocessing, WeightsSource
+from indexer.backbones.spec import BackboneSpec, WeightsSource
 from indexer.backbones.weights import load_state_dict_file
-from indexer.errors import WeightsMissing
+from indexer.core.errors import WeightsMissing
+from indexer.imaging.framing import Preprocessing
 
 # Stage outputs (timm `feature_info`): blocks.1 = stride 4 / 24 ch (lite0), blocks.4 =
 # stride 16 / 112 ch, global_pool = the 1,280-d pre-logits vector.

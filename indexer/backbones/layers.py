@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from indexer.backbones.registry import get_backbone
-from indexer.backbones.spec import DEPTH_PRESETS, BackboneSpec, LayerInfo
-from indexer.errors import NotFound
+from indexer.backbones.spec import BackboneSpec, LayerInfo
+from indexer.core.errors import NotFound
+from indexer.core.vocabulary import DEPTH_PRESETS
 
 _lock = threading.Lock()
 

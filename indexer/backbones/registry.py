@@ -1,13 +1,12 @@
-"""The backbone registry: entries are data, registered by the family modules."""
+"""The backbone registry: entries are data, registered by the family modules (which the
+package `indexer.backbones` imports, so importing any backbone module fills the registry)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from indexer.backbones.spec import BackboneSpec
-from indexer.errors import NotFound
-
-DEFAULT_BACKBONE = "efficientnet_lite0"
+from indexer.core.errors import NotFound
 
 _REGISTRY: dict[str, BackboneSpec] = {}
 
@@ -22,7 +21,6 @@ def register(factory: Callable[[], BackboneSpec]) -> Callable[[], BackboneSpec]:
 
 
 def get_backbone(name: str) -> BackboneSpec:
-    _ensure_families_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -33,10 +31,5 @@ def get_backbone(name: str) -> BackboneSpec:
 
 
 def list_backbones() -> list[BackboneSpec]:
-    _ensure_families_loaded()
     return [_REGISTRY[name] for name in sorted(_REGISTRY)]
 
-
-def _ensure_families_loaded() -> None:
-    # Importing a family module registers its entries.
-    from indexer.backbones import efficientnet_lite, torchvision_family  # noqa: F401

@@ -3,40 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
 
-#: The three depth presets every backbone names, shallow to deep.
-DEPTH_PRESETS: tuple[str, ...] = ("edges", "parts", "semantics")
-
-#: How a collection frames its images for the network (see `Preprocessing.framed`).
-FRAMINGS: tuple[str, ...] = ("center-crop", "whole")
-DEFAULT_FRAMING = "center-crop"
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How pixels reach the network: resize the shorter side, centre-crop, normalise."""
-
-    resize: int
-    crop: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bilinear"  # "bilinear" or "bicubic"
-
-    def framed(self, framing: str) -> Preprocessing:
-        """This preprocessing under a collection's framing.
-
-        "center-crop" is the ImageNet evaluation recipe (e.g. shorter side to 256, centre
-        224), which drops the outer eighth of every side. "whole" resizes the shorter side
-        straight to the input size, so a square image is seen whole: right for thumbnails
-        and tightly framed photos (CIFAR-style), whose border holds the object.
-        """
-        if framing == "whole":
-            return replace(self, resize=self.crop)
-        return self
+from indexer.imaging.framing import Preprocessing
 
 
 @dataclass(frozen=True)

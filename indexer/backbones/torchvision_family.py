@@ -16,8 +16,9 @@ from torchvision import models
 from torchvision.models import WeightsEnum
 
 from indexer.backbones.registry import register
-from indexer.backbones.spec import BackboneSpec, Preprocessing, WeightsSource
+from indexer.backbones.spec import BackboneSpec, WeightsSource
 from indexer.backbones.weights import files_named, load_strict
+from indexer.imaging.framing import Preprocessing
 
 
 def _spec(

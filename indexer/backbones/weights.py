@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from indexer.backbones.spec import BackboneSpec
-from indexer.errors import WeightsMissing
+from indexer.core.errors import WeightsMissing
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Engine and session factory, built once; SQLite tuned for concurrent use; the schema is
-created and upgraded by the Alembic migrations shipped in indexer/migrations."""
+created and upgraded by the Alembic migrations shipped in indexer/store/migrations."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer.errors import FailedPrecondition
+from indexer.core.errors import FailedPrecondition
 from indexer.store.models import Base
 
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 #: Key of the PostgreSQL advisory lock that serialises concurrent start-ups' migrations.
 MIGRATION_LOCK_KEY = 0x5354524154  # "STRAT"
 

@@ -26,15 +26,17 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import faiss
 import numpy as np
 
-from indexer.settings import SettingsError
-
-if TYPE_CHECKING:
-    from indexer.settings import Settings
+from indexer.core.settings import Settings, SettingsError
+from indexer.core.vocabulary import (
+    INDEX_FLAT_MAX_VECTORS,
+    INDEX_RETRAIN_GROWTH,
+    INDEX_TARGET_RECALL,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +54,11 @@ VectorSource = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
 @dataclass(frozen=True)
 class IndexPolicy:
     #: Exact Flat up to this many vectors, IVF above.
-    flat_max_vectors: int = 20_000
+    flat_max_vectors: int = INDEX_FLAT_MAX_VECTORS
     #: Retrain an IVF index once it holds this factor more vectors than it was trained on.
-    retrain_growth: float = 2.0
+    retrain_growth: float = INDEX_RETRAIN_GROWTH
     #: recall@recall_k against exact search that nprobe is calibrated to reach...
-    target_recall: float = 0.95
+    target_recall: float = INDEX_TARGET_RECALL
     #: ...plus this margin, for the error of estimating recall on a sample.
     recall_margin: float = 0.02
     recall_k: int = 10

@@ -12,11 +12,9 @@ import numpy as np
 from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.orm import Session
 
+from indexer.core.vocabulary import HUMAN, PREDICTED
 from indexer.store.models import Item, Label, Probe
 
-HUMAN = "human"
-PREDICTED = "predicted"
-SOURCES = (HUMAN, PREDICTED)
 _CHUNK = 500
 
 

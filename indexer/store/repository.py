@@ -11,8 +11,8 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from indexer.backbones.spec import DEFAULT_FRAMING
-from indexer.errors import AlreadyExists, NotFound
+from indexer.core.errors import AlreadyExists, NotFound
+from indexer.core.vocabulary import DEFAULT_FRAMING
 from indexer.store.models import Collection, Depth, Item, Label, MetadataEntry, Vector
 
 VECTOR_CHUNK = 5000

@@ -1,0 +1,122 @@
+"""Collections: a backbone, a pooling and fixed depths, so every vector in an index compares."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from indexer.backbones.registry import get_backbone
+from indexer.catalog.context import Context
+from indexer.core.errors import InvalidInput, NotFound
+from indexer.core.vocabulary import (
+    DEFAULT_BACKBONE,
+    DEFAULT_FRAMING,
+    DEPTH_PRESETS,
+    FRAMINGS,
+    check_pooling,
+)
+from indexer.store import repository
+from indexer.store.models import Collection
+from indexer.store.repository import DepthSpec
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    id: int
+    name: str
+    backbone: str
+    pooling: str
+    framing: str
+    depths: tuple[DepthSpec, ...]
+    items: int
+    vectors: dict[str, int]
+
+    def depth(self, name: str) -> DepthSpec:
+        for depth in self.depths:
+            if depth.name == name:
+                return depth
+        raise NotFound(
+            f"collection {self.name!r} has no depth {name!r}",
+            hint=f"its depths are: {', '.join(d.name for d in self.depths)}",
+        )
+
+
+def info(
+    collection: Collection, items: int = 0, vectors: dict[str, int] | None = None
+) -> CollectionInfo:
+    return CollectionInfo(
+        id=collection.id,
+        name=collection.name,
+        backbone=collection.backbone,
+        pooling=collection.pooling,
+        framing=collection.framing,
+        depths=tuple(DepthSpec(d.name, d.layer, d.dim) for d in collection.depths),
+        items=items,
+        vectors=vectors or {},
+    )
+
+
+def create_collection(
+    ctx: Context,
+    name: str,
+    backbone: str = DEFAULT_BACKBONE,
+    depths: Sequence[str] = DEPTH_PRESETS,
+    pooling: str = "avg",
+    framing: str = DEFAULT_FRAMING,
+) -> CollectionInfo:
+    if not _NAME.match(name):
+        raise InvalidInput(
+            f"collection name {name!r} is not valid",
+            hint="use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    check_pooling(pooling)
+    if framing not in FRAMINGS:
+        raise InvalidInput(
+            f"framing {framing!r} is not known",
+            hint=f"use one of: {', '.join(FRAMINGS)} (whole suits thumbnails such as CIFAR)",
+        )
+    depths = list(dict.fromkeys(d.strip() for d in depths if d.strip()))
+    if not depths:
+        raise InvalidInput(
+            "a collection needs at least one depth", hint="e.g. edges,parts,semantics"
+        )
+    spec = get_backbone(backbone)
+    loaded = ctx.backbones.get(backbone)  # refuses a backbone whose weights are missing
+    specs = []
+    for depth in depths:
+        layer = loaded.layer(depth)
+        specs.append(DepthSpec(depth, layer.name, layer.channels))
+    with ctx.sessions.begin() as session:
+        collection = repository.create_collection(session, name, spec.name, pooling, specs, framing)
+        return info(collection)
+
+
+def get_collection(ctx: Context, name: str, with_counts: bool = False) -> CollectionInfo:
+    with ctx.sessions() as session:
+        collection = repository.get_collection(session, name)
+        if not with_counts:
+            return info(collection)
+        return info(
+            collection,
+            repository.count_items(session, collection.id),
+            repository.count_vectors(session, collection.id),
+        )
+
+
+def list_collections(ctx: Context) -> list[CollectionInfo]:
+    with ctx.sessions() as session:
+        return [
+            info(c, repository.count_items(session, c.id), repository.count_vectors(session, c.id))
+            for c in repository.list_collections(session)
+        ]
+
+
+def delete_collection(ctx: Context, name: str) -> None:
+    with ctx.sessions.begin() as session:
+        collection = repository.get_collection(session, name)
+        collection_id = collection.id
+        repository.delete_collection(session, collection)
+    ctx.indexes.drop_collection(collection_id)

@@ -1,0 +1,82 @@
+"""Everything a request needs, built once at start-up from Settings and passed around."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from indexer.core.errors import StrataError
+from indexer.core.settings import Settings
+from indexer.engine.loader import BackboneCache, LoadedBackbone, resolve_device
+from indexer.engine.runtime import RuntimeOptions
+from indexer.imaging.device_decode import decode_device
+from indexer.imaging.framing import Preprocessing
+from indexer.imaging.prepare import PreparedImage, prepare_many
+from indexer.store.database import create_database_engine, create_schema, make_session_factory
+from indexer.store.index_manager import IndexManager
+from indexer.store.index_policy import IndexPolicy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    backbones: BackboneCache
+    indexes: IndexManager
+    #: Decode/preprocess pool: Pillow releases the GIL while decoding and resizing.
+    decode_pool: ThreadPoolExecutor
+
+    @classmethod
+    def open(cls, settings: Settings) -> Context:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_database_engine(settings.resolved_database_url)
+        create_schema(engine)
+        sessions = make_session_factory(engine)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            backbones=BackboneCache(
+                resolve_device(settings.device),
+                settings.weights_files,
+                RuntimeOptions(settings.engine, settings.precision, settings.model_cache_dir),
+            ),
+            indexes=IndexManager(
+                settings.data_dir / "indexes",
+                sessions,
+                IndexPolicy.from_settings(settings),
+                device=settings.device,
+            ),
+            decode_pool=ThreadPoolExecutor(
+                max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="decode"
+            ),
+        )
+
+    def prepare_images(
+        self, named_bytes: Sequence[tuple[str, bytes]], backbone: LoadedBackbone, pre: Preprocessing
+    ) -> list[PreparedImage | StrataError]:
+        """Decode and frame images for `backbone`: JPEGs on its device where the settings say
+        so, everything else in the decode pool."""
+        return prepare_many(
+            named_bytes,
+            pre,
+            self.settings.max_pixels,
+            self.decode_pool,
+            decode_device(self.settings.device_decode, backbone.device),
+        )
+
+    def close(self) -> None:
+        """Save changed indexes, stop the pool, release database connections."""
+        saved = self.indexes.save_dirty()
+        log.info("saved %d index file(s) on close", saved)
+        self.decode_pool.shutdown(wait=True)
+        self.engine.dispose()

@@ -1,0 +1,200 @@
+"""Adding images to a collection: decode, one forward pass per batch, SQL commit, then FAISS.
+
+An image is acknowledged only after its item and vector rows are committed. Re-adding the
+same uri with the same content is a no-op; new content at a known uri replaces the item (a new
+id, same labels and metadata).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy.exc import IntegrityError
+
+from indexer.catalog.collections import CollectionInfo, get_collection
+from indexer.catalog.context import Context
+from indexer.core.errors import InvalidInput, StrataError
+from indexer.engine.extract import embed_prepared
+from indexer.imaging.prepare import PreparedImage
+from indexer.store import repository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    uri: str
+    data: bytes
+    labels: Sequence[str] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AddResult:
+    uri: str
+    status: str  # "added" | "replaced" | "unchanged" | "failed"
+    item_id: int | None = None
+    error: StrataError | None = None
+
+
+def add_images(ctx: Context, collection_name: str, inputs: Sequence[ImageInput]) -> list[AddResult]:
+    """Add a batch; one result per input, in order. Bad images fail alone."""
+    if len(inputs) > ctx.settings.max_images_per_request:
+        raise InvalidInput(
+            f"{len(inputs)} images in one call exceeds the limit of "
+            f"{ctx.settings.max_images_per_request}",
+            hint="send them in smaller batches (the streaming AddImages RPC does this for you)",
+        )
+    collection = get_collection(ctx, collection_name)
+    results: list[AddResult | None] = [None] * len(inputs)
+    for position, item in enumerate(inputs):
+        if not item.uri:
+            results[position] = AddResult(
+                item.uri,
+                "failed",
+                error=InvalidInput(
+                    "an image has an empty uri", hint="give every image a name or path"
+                ),
+            )
+    backbone = ctx.backbones.get(collection.backbone)
+    todo = [i for i, r in enumerate(results) if r is None]
+    prepared = ctx.prepare_images(
+        [(inputs[i].uri, inputs[i].data) for i in todo],
+        backbone,
+        backbone.spec.preprocessing.framed(collection.framing),
+    )
+    good: list[tuple[int, PreparedImage]] = []
+    for position, outcome in zip(todo, prepared, strict=True):
+        if isinstance(outcome, StrataError):
+            results[position] = AddResult(inputs[position].uri, "failed", error=outcome)
+        else:
+            good.append((position, outcome))
+    if good:
+        for attempt in range(3):
+            try:
+                _store(ctx, collection, inputs, good, results)
+                break
+            except IntegrityError:
+                # A concurrent writer added the same uri first; look again and retry.
+                if attempt == 2:
+                    raise
+                log.info("concurrent insert of the same uri; retrying batch")
+    return [r for r in results if r is not None]
+
+
+def _store(
+    ctx: Context,
+    collection: CollectionInfo,
+    inputs: Sequence[ImageInput],
+    good: list[tuple[int, PreparedImage]],
+    results: list[AddResult | None],
+) -> None:
+    # Open the indexes before committing: an index first opened after our commit would
+    # already hold our rows from SQL, and adding them again would duplicate ids.
+    indexes = {d.name: ctx.indexes.get(collection.id, d.name, d.dim) for d in collection.depths}
+    names = [image.name for _, image in good]
+    with ctx.sessions() as session:
+        known = {
+            uri: item.content_hash
+            for uri, item in repository.find_items_by_uri(session, collection.id, names).items()
+        }
+    to_embed: list[tuple[int, PreparedImage]] = []
+    seen_in_batch: set[str] = set()
+    for position, image in good:
+        if known.get(image.name) == image.content_hash or image.name in seen_in_batch:
+            results[position] = AddResult(image.name, "unchanged")
+            continue
+        seen_in_batch.add(image.name)
+        to_embed.append((position, image))
+    if not to_embed:
+        _fill_unchanged_ids(ctx, collection, results)
+        return
+    # The forward pass runs outside any transaction, so writers never hold the lock long.
+    features = embed_prepared(
+        ctx.backbones.get(collection.backbone),
+        [image for _, image in to_embed],
+        [d.layer for d in collection.depths],
+        collection.pooling,
+        ctx.settings.batch_size,
+    )
+    replaced_ids: list[int] = []
+    replaced_positions: set[int] = set()
+    stored: list[tuple[int, int, int]] = []  # (position, row in features, item id)
+    inserted: list[tuple[int, int]] = []  # (position, row in features) of each new item
+    new_items: list[repository.NewItem] = []
+    with ctx.sessions.begin() as session:
+        existing = repository.find_items_by_uri(
+            session, collection.id, [image.name for _, image in to_embed]
+        )
+        for row, (position, image) in enumerate(to_embed):
+            source = inputs[position]
+            old = existing.get(image.name)
+            if old is not None and old.content_hash == image.content_hash:
+                results[position] = AddResult(image.name, "unchanged", old.id)
+                continue  # a concurrent writer stored the same content meanwhile
+            labels = [(label, "human", 1.0) for label in dict.fromkeys(source.labels)]
+            metadata = dict(source.metadata)
+            if old is not None:
+                # New content gets a new item id (its labels and metadata carried over): an
+                # id never changes its vector, so a FAISS file saved before this commit can
+                # only hold stale ids, which reconciling by id removes after a crash.
+                labels = [(x.label, x.source, x.confidence) for x in old.labels]
+                metadata = {m.key: m.value for m in old.meta}
+                replaced_ids.append(old.id)
+                repository.delete_items(session, collection.id, [old.id])
+                session.expunge(old)
+            new_items.append(
+                repository.NewItem(
+                    image.name, image.content_hash, image.width, image.height, labels, metadata
+                )
+            )
+            if old is not None:
+                replaced_positions.add(position)
+            inserted.append((position, row))
+        # Every item in one statement that returns the ids; then the vectors of these new
+        # ids go in with one executemany.
+        new_ids = repository.insert_items(session, collection.id, new_items)
+        stored = [
+            (position, row, item_id)
+            for (position, row), item_id in zip(inserted, new_ids, strict=True)
+        ]
+        repository.insert_vectors(
+            session,
+            [
+                (item_id, d.name, features.vectors[d.layer][row])
+                for _, row, item_id in stored
+                for d in collection.depths
+            ],
+        )
+    # Committed: now the derived FAISS indexes, then acknowledge.
+    ids = np.array([item_id for _, _, item_id in stored], dtype=np.int64)
+    rows = [row for _, row, _ in stored]
+    for depth in collection.depths:
+        index = indexes[depth.name]
+        if replaced_ids:
+            index.remove(np.array(replaced_ids, dtype=np.int64))
+        index.add(ids, features.vectors[depth.layer][rows])
+    for position, _, item_id in stored:
+        status = "replaced" if position in replaced_positions else "added"
+        results[position] = AddResult(inputs[position].uri, status, item_id)
+    _fill_unchanged_ids(ctx, collection, results)
+
+
+def _fill_unchanged_ids(
+    ctx: Context, collection: CollectionInfo, results: list[AddResult | None]
+) -> None:
+    """Unchanged images report the id of the item that already holds them."""
+    missing = [
+        r.uri for r in results if r is not None and r.status == "unchanged" and r.item_id is None
+    ]
+    if not missing:
+        return
+    with ctx.sessions() as session:
+        found = repository.find_items_by_uri(session, collection.id, missing)
+        ids = {uri: item.id for uri, item in found.items()}
+    for position, result in enumerate(results):
+        if result is not None and result.status == "unchanged" and result.item_id is None:
+            results[position] = AddResult(result.uri, "unchanged", ids.get(result.uri))

@@ -1,0 +1,194 @@
+"""Nearest-neighbour search in a collection, by image bytes, stored item id or raw vector,
+at one or several depths, with label and metadata filters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from indexer.catalog.collections import CollectionInfo, get_collection
+from indexer.catalog.context import Context
+from indexer.core.errors import InvalidInput, StrataError
+from indexer.engine.extract import embed_prepared
+from indexer.store import repository
+
+
+@dataclass(frozen=True)
+class Query:
+    """Exactly one of image, item_id or vector; `name` is how results refer to it."""
+
+    name: str
+    image: bytes | None = None
+    item_id: int | None = None
+    vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Filter:
+    labels_any: Sequence[str] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.labels_any or self.metadata)
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    uri: str
+    score: float
+    labels: tuple[str, ...]
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    query: str
+    results: dict[str, list[Hit]]  # depth -> hits, best first
+
+
+def search(
+    ctx: Context,
+    collection_name: str,
+    queries: Sequence[Query],
+    depths: Sequence[str] = (),
+    k: int = 10,
+    where: Filter | None = None,
+) -> list[QueryResult]:
+    if not queries:
+        raise InvalidInput(
+            "a search needs at least one query", hint="give an image, an id or a vector"
+        )
+    if not 1 <= k <= ctx.settings.max_k:
+        raise InvalidInput(f"k={k} is out of range", hint=f"use 1..{ctx.settings.max_k}")
+    if len(queries) > ctx.settings.max_images_per_request:
+        raise InvalidInput(
+            f"{len(queries)} queries in one call exceeds the limit of "
+            f"{ctx.settings.max_images_per_request}",
+            hint="split them over several calls",
+        )
+    collection = get_collection(ctx, collection_name)
+    chosen = [collection.depth(d) for d in dict.fromkeys(depths)] or list(collection.depths)
+    vectors = _query_vectors(ctx, collection, queries, [d.name for d in chosen])
+    allowed = None
+    if where:
+        with ctx.sessions() as session:
+            allowed = repository.filter_item_ids(
+                session, collection.id, where.labels_any, where.metadata
+            )
+    raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for depth in chosen:
+        present = [i for i, v in enumerate(vectors) if depth.name in v]
+        matrix = np.stack([vectors[i][depth.name] for i in present]) if present else None
+        if matrix is None:
+            continue
+        index = ctx.indexes.get(collection.id, depth.name, depth.dim)
+        if allowed is not None and len(allowed) == 0:
+            continue
+        scores, ids = index.search(matrix, k, allowed)
+        full_scores = np.full((len(queries), scores.shape[1]), -np.inf, np.float32)
+        full_ids = np.full((len(queries), ids.shape[1]), -1, np.int64)
+        full_scores[present], full_ids[present] = scores, ids
+        raw[depth.name] = (full_scores, full_ids)
+    return _resolve_hits(ctx, collection, queries, [d.name for d in chosen], raw)
+
+
+def _query_vectors(
+    ctx: Context, collection: CollectionInfo, queries: Sequence[Query], depths: list[str]
+) -> list[dict[str, np.ndarray]]:
+    """Per query, depth -> unit vector. Images share one forward pass."""
+    out: list[dict[str, np.ndarray]] = [{} for _ in queries]
+    image_positions = []
+    for position, query in enumerate(queries):
+        given = sum(x is not None for x in (query.image, query.item_id, query.vector))
+        if given != 1:
+            raise InvalidInput(
+                f"query {query.name!r} must give exactly one of image, item id or vector",
+                hint="send one kind of query per entry",
+            )
+        if query.image is not None:
+            image_positions.append(position)
+        elif query.item_id is not None:
+            with ctx.sessions() as session:
+                repository.get_item(session, collection.id, query.item_id)
+                stored = repository.item_vectors(session, query.item_id)
+            out[position] = {d: stored[d] for d in depths if d in stored}
+        else:
+            out[position] = _raw_vector(collection, query, depths)
+    if image_positions:
+        backbone = ctx.backbones.get(collection.backbone)
+        pre = backbone.spec.preprocessing.framed(collection.framing)
+        # Decoded in the pool: a batch of queries (see service/batcher.py) decodes in parallel.
+        outcomes = ctx.prepare_images(
+            [(queries[p].name, queries[p].image or b"") for p in image_positions], backbone, pre
+        )
+        prepared = []
+        for outcome in outcomes:
+            if isinstance(outcome, StrataError):
+                raise outcome
+            prepared.append(outcome)
+        layers = {d: collection.depth(d).layer for d in depths}
+        features = embed_prepared(
+            backbone, prepared, list(layers.values()), collection.pooling, ctx.settings.batch_size
+        )
+        for row, position in enumerate(image_positions):
+            out[position] = {d: features.vectors[layer][row] for d, layer in layers.items()}
+    return out
+
+
+def _raw_vector(
+    collection: CollectionInfo, query: Query, depths: list[str]
+) -> dict[str, np.ndarray]:
+    vector = np.asarray(query.vector, dtype=np.float32).ravel()
+    matching = [d for d in depths if collection.depth(d).dim == len(vector)]
+    if len(depths) != 1 or not matching:
+        dims = ", ".join(f"{d.name}={d.dim}" for d in collection.depths)
+        raise InvalidInput(
+            f"vector query {query.name!r} has {len(vector)} dims; it needs exactly one depth "
+            f"of that size",
+            hint=f"name one depth; this collection's dims are {dims}",
+        )
+    norm = float(np.linalg.norm(vector))
+    if not np.isfinite(norm) or norm == 0.0:
+        raise InvalidInput(f"vector query {query.name!r} is zero or not finite")
+    return {matching[0]: vector / norm}
+
+
+def _resolve_hits(
+    ctx: Context,
+    collection: CollectionInfo,
+    queries: Sequence[Query],
+    depths: list[str],
+    raw: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> list[QueryResult]:
+    all_ids = sorted({int(i) for _, ids in raw.values() for i in ids.ravel() if i >= 0})
+    with ctx.sessions() as session:
+        items = repository.get_items(session, collection.id, all_ids)
+        details = {
+            item_id: (
+                item.uri,
+                tuple(sorted(label.label for label in item.labels)),
+                {m.key: m.value for m in item.meta},
+            )
+            for item_id, item in items.items()
+        }
+    results = []
+    for position, query in enumerate(queries):
+        per_depth: dict[str, list[Hit]] = {}
+        for depth in depths:
+            if depth not in raw:
+                per_depth[depth] = []
+                continue
+            scores, ids = raw[depth]
+            hits = []
+            for score, item_id in zip(scores[position], ids[position], strict=True):
+                # An id FAISS still holds but SQL deleted is never served.
+                if item_id < 0 or int(item_id) not in details:
+                    continue
+                uri, labels, metadata = details[int(item_id)]
+                hits.append(Hit(int(item_id), uri, float(score), labels, metadata))
+            per_depth[depth] = hits
+        results.append(QueryResult(query.name, per_depth))
+    return results

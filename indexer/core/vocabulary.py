@@ -1,0 +1,69 @@
+"""Strata's vocabulary: the names, defaults and limits that the library, the servicers and
+the CLI share, each defined once here.
+
+This module imports nothing heavy (no torch, numpy or gRPC), so the CLI can read it without
+loading a model.
+"""
+
+from __future__ import annotations
+
+from indexer.core.errors import InvalidInput
+
+#: The backbone a collection, Classify or Embed uses when none is named.
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+#: The three depth presets every backbone names, shallow to deep.
+DEPTH_PRESETS: tuple[str, ...] = ("edges", "parts", "semantics")
+
+#: Spatial pooling of a tapped feature map into one vector (indexer.engine.pooling).
+POOLINGS: tuple[str, ...] = ("avg", "max", "gem")
+DEFAULT_POOLING = "avg"
+
+#: How a collection frames its images for the network (indexer.imaging.framing).
+FRAMINGS: tuple[str, ...] = ("center-crop", "whole")
+DEFAULT_FRAMING = "center-crop"
+
+#: Where a label came from: a person, or a prediction (which never overwrites a person's).
+HUMAN = "human"
+PREDICTED = "predicted"
+LABEL_SOURCES: tuple[str, ...] = (HUMAN, PREDICTED)
+
+#: Inference engine, precision and JPEG-decode placement settings.
+ENGINES: tuple[str, ...] = ("auto", "torch", "openvino")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
+DEVICE_DECODE_MODES: tuple[str, ...] = ("auto", "on", "off")
+
+#: FAISS index tuning: exact Flat up to this many vectors, then IVF (fp16 codes) trained on
+#: the collection's own vectors, retrained each time it grows by INDEX_RETRAIN_GROWTH, with
+#: nprobe calibrated to reach INDEX_TARGET_RECALL (recall@10). 20k x 1,280 floats is about
+#: the largest Flat one core scans in ~10 ms.
+INDEX_FLAT_MAX_VECTORS = 20_000
+INDEX_RETRAIN_GROWTH = 2.0
+INDEX_TARGET_RECALL = 0.95
+
+#: Request limits.
+MAX_PIXELS = 64_000_000
+MAX_K = 1000
+MAX_IMAGES_PER_REQUEST = 256
+
+#: Defaults of the learning calls.
+DEFAULT_FOLDS = 5
+DEFAULT_SUGGESTIONS = 10
+DEFAULT_DUPLICATE_THRESHOLD = 0.9
+
+
+def check_pooling(pooling: str) -> str:
+    if pooling not in POOLINGS:
+        raise InvalidInput(
+            f"unknown pooling {pooling!r}", hint=f"choose one of: {', '.join(POOLINGS)}"
+        )
+    return pooling
+
+
+def check_request_size(count: int, limit: int, what: str = "images") -> None:
+    """Refuse a call carrying more than `limit` things; the fix is on the caller's side."""
+    if count > limit:
+        raise InvalidInput(
+            f"{count} {what} in one call exceeds the limit of {limit}",
+            hint="split them over several calls",
+        )

@@ -1,0 +1,148 @@
+"""JPEG decoding, resizing and cropping on the model's device (nvJPEG on a GPU).
+
+On a GPU the CPU becomes the bottleneck of ingest: a ~500x375 JPEG costs a few CPU-ms to
+decode with libjpeg, against well under a millisecond for the forward pass. Here plain JPEGs
+are decoded in batches by `torchvision.io.decode_jpeg` on the device, turned upright and
+resized/cropped there, and handed to the engine as device tensors: no pixel crosses PCIe.
+
+Only the header is read on the CPU (Pillow, no pixel decode) for the checks every image gets:
+the format, the pixel limit and the EXIF orientation. Anything that is not a plain RGB or
+grey JPEG within the limit, or that the device decoder refuses, goes back to the CPU path in
+`indexer.embedding`, which gives the one, well-worded verdict on bad input.
+
+The same code runs on the CPU (torchvision's libjpeg decoder), which is how CI tests it.
+(torchvision 0.29 marks its decoders deprecated in favour of TorchCodec; they still ship
+and work, and TorchCodec does not install offline next to torch 2.14.1 here.)
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from indexer.imaging.decode import content_hash, exif_orientation
+from indexer.imaging.framing import Preprocessing
+
+logger = logging.getLogger(__name__)
+
+
+_INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
+# Modes nvJPEG turns into RGB as a viewer would; CMYK/YCCK JPEGs stay on the CPU path.
+_PLAIN_MODES = frozenset({"RGB", "L"})
+
+
+@dataclass(frozen=True)
+class JpegHeader:
+    width: int  # upright, i.e. after the EXIF orientation
+    height: int
+    orientation: int
+
+
+def decode_device(setting: str, model_device: torch.device) -> torch.device | None:
+    """Where JPEGs are decoded: the model's device when `setting` is "on", or "auto" and the
+    model runs on CUDA; None keeps decoding on the CPU."""
+    if setting == "on" or (setting == "auto" and model_device.type == "cuda"):
+        return model_device
+    return None
+
+
+def read_header(data: bytes, max_pixels: int) -> JpegHeader | None:
+    """The header of a plain, complete JPEG within the pixel limit; None for anything else.
+
+    A file must end with the end-of-image marker: libjpeg pads a truncated file with grey
+    and only warns, where the CPU path refuses it.
+    """
+    if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        return None
+    try:
+        with Image.open(io.BytesIO(data), formats=["JPEG"]) as src:
+            if src.format != "JPEG" or src.mode not in _PLAIN_MODES:
+                return None
+            width, height = src.size
+            if width < 1 or height < 1 or width * height > max_pixels:
+                return None
+            orientation = exif_orientation(src, "")
+    except Exception:  # unidentified, damaged header, bomb warning: the CPU path words it
+        return None
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return JpegHeader(width, height, orientation)
+
+
+def upright(image: torch.Tensor, orientation: int) -> torch.Tensor:
+    """Apply an EXIF orientation to a CxHxW tensor (as PIL.ImageOps.exif_transpose)."""
+    if orientation == 2:
+        return image.flip(-1)
+    if orientation == 3:
+        return image.flip(-2, -1)
+    if orientation == 4:
+        return image.flip(-2)
+    if orientation == 5:
+        return image.transpose(-2, -1)
+    if orientation == 6:
+        return torch.rot90(image, 3, dims=(-2, -1))
+    if orientation == 7:
+        return image.transpose(-2, -1).flip(-2, -1)
+    if orientation == 8:
+        return torch.rot90(image, 1, dims=(-2, -1))
+    return image
+
+
+def frame(image: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
+    """CxHxW uint8 -> crop x crop x 3 uint8: shorter side to `pre.resize` (antialiased, as
+    torchvision's Resize on tensors), then the centre `pre.crop`."""
+    resized = TF.resize(
+        image, [pre.resize], interpolation=_INTERPOLATION[pre.interpolation], antialias=True
+    )
+    return TF.center_crop(resized, [pre.crop, pre.crop]).permute(1, 2, 0).contiguous()
+
+
+def prepare_jpegs(
+    named_bytes: Sequence[tuple[str, bytes]],
+    pre: Preprocessing,
+    max_pixels: int,
+    device: torch.device,
+) -> list[tuple[str, str, int, int, torch.Tensor] | None]:
+    """(name, content hash, width, height, HxWx3 pixels on `device`) per image, or None
+    where the image must take the CPU path."""
+    out: list[tuple[str, str, int, int, torch.Tensor] | None] = [None] * len(named_bytes)
+    headers = [read_header(data, max_pixels) for _, data in named_bytes]
+    todo = [i for i, header in enumerate(headers) if header is not None]
+    if not todo:
+        return out
+    decoded = _decode(
+        [torch.frombuffer(bytearray(named_bytes[i][1]), dtype=torch.uint8) for i in todo], device
+    )
+    for i, image in zip(todo, decoded, strict=True):
+        header = headers[i]
+        if image is None or header is None:
+            continue
+        name, data = named_bytes[i]
+        pixels = frame(upright(image, header.orientation), pre)
+        out[i] = (name, content_hash(data), header.width, header.height, pixels)
+    return out
+
+
+def _decode(encoded: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
+    """Decode a batch at once; if the batch fails, each image alone, so that one file the
+    device decoder refuses (the CPU path then judges it) does not send the rest back."""
+    try:
+        return list(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError:
+        pass
+    images: list[torch.Tensor | None] = []
+    for data in encoded:
+        try:
+            images.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError as exc:
+            logger.debug("device JPEG decode refused an image (%s); CPU path instead", exc)
+            images.append(None)
+    return images

@@ -1,0 +1,191 @@
+"""Labels on items: set and clear by id, import from and export to CSV.
+
+A label has a source: `human` (set, imported, or from folder names at index time) or
+`predicted` (written by `bootstrap.predict_labels`, with a confidence). Predictions never
+replace a human label; setting a human label replaces the item's predicted ones.
+
+CSV import takes `uri,label` or `id,label` rows (a header naming the columns is optional;
+without one, a first column of integers means ids). Several rows for one item give it
+several labels. A `source` and `confidence` column, as written by export, are honoured.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from indexer.catalog.collections import get_collection
+from indexer.catalog.context import Context
+from indexer.core.errors import InvalidInput, NotFound
+from indexer.core.vocabulary import HUMAN, LABEL_SOURCES
+from indexer.store import label_repository
+from indexer.store.label_repository import LabelRow
+
+MAX_LABEL_LENGTH = 200
+EXPORT_COLUMNS = ("id", "uri", "label", "source", "confidence")
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    items: int  # items whose labels were written
+    labels: int  # label rows written
+
+
+def check_label(label: str, where: str) -> str:
+    label = label.strip()
+    if not label:
+        raise InvalidInput(f"{where}: the label is empty", hint="give every item a label name")
+    if len(label) > MAX_LABEL_LENGTH:
+        raise InvalidInput(
+            f"{where}: label {label[:40]!r}… is longer than {MAX_LABEL_LENGTH} characters",
+            hint="use a shorter class name",
+        )
+    return label
+
+
+def check_source(source: str) -> str | None:
+    """'' means both sources."""
+    if source and source not in LABEL_SOURCES:
+        raise InvalidInput(f"unknown label source {source!r}", hint="use human or predicted")
+    return source or None
+
+
+def set_labels(ctx: Context, collection_name: str, labels: Mapping[int, Sequence[str]]) -> int:
+    """Give each item exactly these human labels; returns label rows written. Unknown ids
+    are refused before anything is written."""
+    collection = get_collection(ctx, collection_name)
+    clean = {
+        int(item_id): [check_label(label, f"item {item_id}") for label in names]
+        for item_id, names in labels.items()
+    }
+    if not clean:
+        raise InvalidInput("no labels to set", hint="give at least one item id and label")
+    with ctx.sessions.begin() as session:
+        known = label_repository.item_uris(session, collection.id, list(clean))
+        _refuse_missing([i for i in clean if i not in known], collection_name)
+        return label_repository.set_human_labels(session, clean)
+
+
+def clear_labels(
+    ctx: Context, collection_name: str, ids: Sequence[int] | None, source: str = ""
+) -> int:
+    """Delete the labels of `ids` (None: of every item), of one source or both."""
+    collection = get_collection(ctx, collection_name)
+    wanted = None if ids is None else list(dict.fromkeys(int(i) for i in ids))
+    with ctx.sessions.begin() as session:
+        if wanted is not None:
+            known = label_repository.item_uris(session, collection.id, wanted)
+            _refuse_missing([i for i in wanted if i not in known], collection_name)
+        return label_repository.clear_labels(session, collection.id, wanted, check_source(source))
+
+
+def export_labels(ctx: Context, collection_name: str, source: str = "") -> list[LabelRow]:
+    collection = get_collection(ctx, collection_name)
+    with ctx.sessions() as session:
+        return label_repository.label_rows(session, collection.id, check_source(source))
+
+
+def to_csv(rows: Sequence[LabelRow]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    for row in rows:
+        writer.writerow([row.item_id, row.uri, row.label, row.source, f"{row.confidence:.6g}"])
+    return buffer.getvalue()
+
+
+def import_csv(ctx: Context, collection_name: str, text: str, key: str = "") -> ImportResult:
+    """Import labels from CSV text; `key` ("uri" or "id") overrides the detected key column.
+    All or nothing: a bad row or an unknown uri/id refuses the whole file."""
+    if key not in ("", "uri", "id"):
+        raise InvalidInput(f"unknown key column {key!r}", hint="use uri or id")
+    collection = get_collection(ctx, collection_name)
+    records, key = _parse(text, key)
+    with ctx.sessions.begin() as session:
+        if key == "id":
+            ids = {r.key: int(r.key) for r in records}
+            known = label_repository.item_uris(session, collection.id, list(ids.values()))
+            missing = [f"line {r.line}: id {r.key}" for r in records if ids[r.key] not in known]
+        else:
+            ids = label_repository.ids_by_uri(session, collection.id, [r.key for r in records])
+            missing = [f"line {r.line}: uri {r.key!r}" for r in records if r.key not in ids]
+        if missing:
+            raise NotFound(
+                f"{len(missing)} row(s) name items not in collection {collection_name!r}: "
+                + "; ".join(missing[:10]),
+                hint="nothing was imported; fix or remove those rows (uris must match the "
+                "ones given at index time)",
+            )
+        human: dict[int, list[str]] = {}
+        predicted: dict[int, tuple[str, float]] = {}
+        for r in records:
+            if r.source == HUMAN:
+                human.setdefault(ids[r.key], []).append(r.label)
+            else:
+                predicted[ids[r.key]] = (r.label, r.confidence)
+        written = label_repository.set_human_labels(session, human)
+        written += label_repository.set_predicted_labels(
+            session, {i: p for i, p in predicted.items() if i not in human}
+        )
+    return ImportResult(items=len(human) + len(set(predicted) - set(human)), labels=written)
+
+
+@dataclass(frozen=True)
+class _Record:
+    line: int
+    key: str
+    label: str
+    source: str
+    confidence: float
+
+
+def _parse(text: str, key: str) -> tuple[list[_Record], str]:
+    rows = [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text)), 1) if any(row)]
+    if not rows:
+        raise InvalidInput("the CSV file has no rows", hint="give uri,label or id,label rows")
+    header = [cell.strip().lower() for cell in rows[0][1]]
+    if "label" in header and ("uri" in header or "id" in header):
+        key = key or ("uri" if "uri" in header else "id")
+        if key not in header:
+            raise InvalidInput(f"the CSV header has no {key!r} column", hint="check --by")
+        columns = {name: header.index(name) for name in header}
+        rows = rows[1:]
+    else:
+        columns = {"label": 1}
+        if not key:
+            key = "id" if all(r[0].strip().isdigit() for _, r in rows) else "uri"
+        columns[key] = 0
+    records = []
+    for line, row in rows:
+        where = f"CSV line {line}"
+        if len(row) <= max(columns[key], columns["label"]):
+            raise InvalidInput(f"{where}: expected {key},label", hint="one item and label a row")
+        item = row[columns[key]].strip()
+        if key == "id" and not item.isdigit():
+            raise InvalidInput(f"{where}: id {item!r} is not a number", hint="or use --by uri")
+        source = _cell(row, columns.get("source")) or HUMAN
+        if source not in LABEL_SOURCES:
+            raise InvalidInput(f"{where}: source {source!r}", hint="use human or predicted")
+        confidence = _cell(row, columns.get("confidence")) or "1"
+        try:
+            value = float(confidence)
+        except ValueError:
+            raise InvalidInput(f"{where}: confidence {confidence!r} is not a number") from None
+        label = check_label(row[columns["label"]], where)
+        records.append(_Record(line, item, label, source, value))
+    return records, key
+
+
+def _cell(row: list[str], column: int | None) -> str:
+    return row[column].strip() if column is not None and column < len(row) else ""
+
+
+def _refuse_missing(missing: list[int], collection_name: str) -> None:
+    if missing:
+        raise NotFound(
+            f"item id(s) {', '.join(map(str, missing[:20]))} do not exist in collection "
+            f"{collection_name!r}",
+            hint="nothing was changed; ids come from `strata index` or `strata search` output",
+        )

@@ -1,0 +1,70 @@
+"""`strata index PATH...`: add image files and folders to a collection, with a progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+
+from tqdm import tqdm
+
+from service.cli.inputs import expand_paths
+from service.cli.output import emit
+from service.client import ImageToAdd, StrataClient
+
+
+def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
+    paths = expand_paths(args.paths)
+    failed: list[dict[str, str]] = []
+    counts = {"added": 0, "replaced": 0, "unchanged": 0}
+
+    def images() -> Iterator[ImageToAdd]:
+        for path in paths:
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                failed.append({"uri": str(path), "error": f"cannot read: {exc.strerror}"})
+                continue
+            labels = [path.parent.name] if args.labels_from_folders and path.parent.name else []
+            yield ImageToAdd(str(path), data, labels)
+
+    with tqdm(
+        total=len(paths), unit="img", desc="indexing", file=sys.stderr, disable=args.quiet
+    ) as bar:
+        for result in client.add_images(args.collection, images()):
+            if result.status == "failed":
+                reason = result.error.message + (
+                    f" ({result.error.code})" if result.error.code else ""
+                )
+                failed.append({"uri": result.uri, "error": reason})
+            else:
+                counts[result.status] = counts.get(result.status, 0) + 1
+            bar.update(1)
+        bar.update(len(paths) - bar.n)
+    document = {
+        "added": counts["added"],
+        "replaced": counts["replaced"],
+        "unchanged": counts["unchanged"],
+        "failed": failed,
+    }
+    emit(
+        args,
+        document,
+        lambda: (
+            f"added {counts['added']}, replaced {counts['replaced']}, unchanged "
+            f"{counts['unchanged']}, failed {len(failed)}"
+            + "".join(f"\n  {f['error']}" for f in failed)  # each error names its file
+        ),
+    )
+    return 1 if failed else 0
+
+
+def register(commands: argparse._SubParsersAction, client_options: argparse.ArgumentParser) -> None:
+    index = commands.add_parser("index", parents=[client_options], help="add image files/folders")
+    index.add_argument("paths", nargs="+", metavar="PATH")
+    index.add_argument("--collection", required=True)
+    index.add_argument(
+        "--labels-from-folders", action="store_true", help="label each image with its folder's name"
+    )
+    index.add_argument("--quiet", action="store_true", help="no progress bar")
+    index.set_defaults(run=cmd_index)

@@ -1,0 +1,73 @@
+"""Builds the `strata` parser from the command groups and runs one command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from service.cli import backbones, collections, index, items, labels, query, serve
+from service.cli.inputs import UsageError
+from service.client import StrataClient, StrataClientError, default_server
+
+#: Command groups, each registering its parsers next to its handlers.
+GROUPS = (serve, backbones, collections, index, query, items, labels)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="strata",
+        description="Layered ImageNet CNN embeddings: similarity search, probes, labels.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    client_options = argparse.ArgumentParser(add_help=False)
+    client_options.add_argument(
+        "--server", default=None, help=f"HOST:PORT (env STRATA_SERVER, default {default_server()})"
+    )
+    client_options.add_argument("--json", action="store_true", help="print one JSON document")
+    client_options.add_argument("--timeout", type=float, default=None, help="seconds per call")
+    client_options.add_argument("--token", default=None, help="bearer token (env STRATA_TOKEN)")
+    client_options.add_argument(
+        "--ca", default=None, help="PEM CA that signed the server's certificate: use TLS"
+    )
+    client_options.add_argument("--cert", default=None, help="PEM client certificate (mTLS)")
+    client_options.add_argument("--key", default=None, help="PEM key of --cert (mTLS)")
+
+    for group in GROUPS:
+        group.register(commands, client_options)
+    return parser
+
+
+def _read_pem(path: str | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.run is serve.cmd_serve:
+        return serve.cmd_serve(args)
+    try:
+        with StrataClient(
+            args.server,
+            timeout=args.timeout,
+            token=args.token or os.environ.get("STRATA_TOKEN") or None,
+            root_certificates=_read_pem(args.ca),
+            private_key=_read_pem(args.key),
+            certificate_chain=_read_pem(args.cert),
+        ) as client:
+            return int(args.run(args, client))
+    except (StrataClientError, UsageError, OSError) as exc:
+        if isinstance(exc, StrataClientError):
+            code, message = exc.code, exc.details
+        elif isinstance(exc, UsageError):
+            code, message = "USAGE", str(exc)
+        else:
+            code, message = "OS_ERROR", str(exc)
+        if args.json:
+            print(json.dumps({"error": {"code": code, "message": message}}))
+        print(f"strata: error: {code}: {message}", file=sys.stderr)
+        return 2 if code == "USAGE" else 1

@@ -1,0 +1,54 @@
+"""`strata serve`: run the gRPC server until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from indexer.core.settings import Settings
+    from service.server import serve
+
+    settings = Settings.load(
+        listen=args.listen,
+        data_dir=Path(args.data) if args.data else None,
+        database_url=args.database,
+        device=args.device,
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
+        tls_client_ca=Path(args.tls_client_ca) if args.tls_client_ca else None,
+        read_tokens=tuple(args.read_token) if args.read_token else None,
+        write_tokens=tuple(args.write_token) if args.write_token else None,
+    )
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve(settings))
+    return 0
+
+
+def register(commands: argparse._SubParsersAction, client_options: argparse.ArgumentParser) -> None:
+    serve = commands.add_parser("serve", help="run the gRPC server until SIGINT/SIGTERM")
+    serve.add_argument("--listen", default=None, help="HOST:PORT (default 127.0.0.1:50051)")
+    serve.add_argument("--data", default=None, help="data folder (default ./strata-data)")
+    serve.add_argument("--database", default=None, help="SQLAlchemy URL (default SQLite in --data)")
+    serve.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    serve.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve TLS")
+    serve.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    serve.add_argument(
+        "--tls-client-ca", default=None, help="PEM CA: clients need a certificate it signed"
+    )
+    serve.add_argument(
+        "--read-token",
+        action="append",
+        help="repeatable; prefer STRATA_READ_TOKENS=a,b (flags show in `ps`)",
+    )
+    serve.add_argument(
+        "--write-token",
+        action="append",
+        help="repeatable read-write token; prefer STRATA_WRITE_TOKENS",
+    )
+    serve.set_defaults(run=cmd_serve)
