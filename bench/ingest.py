@@ -299,7 +299,7 @@ def faiss_finds_itself(address: str, collection: str, ids: Sequence[int]) -> boo
 def machine() -> dict[str, Any]:
     import torch
 
-    from indexer.engine.runtime import import_openvino
+    from indexer.engine.openvino_engine import import_openvino
 
     model = platform.processor() or "unknown"
     flags: set[str] = set()

@@ -24,7 +24,8 @@ from indexer.core.settings import Settings, SettingsError
 from indexer.core.vocabulary import DEFAULT_BACKBONE
 from indexer.engine.extract import extract, to_batch
 from indexer.engine.loader import LoadedBackbone, load_backbone
-from indexer.engine.runtime import EngineSettingError, RuntimeOptions, openvino_available
+from indexer.engine.openvino_engine import openvino_available
+from indexer.engine.options import EngineSettingError, RuntimeOptions
 from indexer.imaging.prepare import prepare_one
 from service.client import ImageToAdd
 
@@ -164,7 +165,7 @@ def test_converted_graph_is_cached_on_disk(
     again = load_backbone(fast.spec, CPU, options=fast.engines.options)
     pre = fast.spec.preprocessing
     batch = to_batch([prepare_one(n, d, pre, 10**8).pixels for n, d in photos[:3]])
-    with caplog.at_level(logging.INFO, logger="indexer.engine.runtime"):
+    with caplog.at_level(logging.INFO, logger="indexer.engine"):
         reloaded = extract(again, batch, layers)
     assert not [r for r in caplog.records if "converting" in r.getMessage()]
     assert {p: p.stat().st_mtime_ns for p in cache.glob("*.xml")} == saved

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from indexer.core.errors import StrataError
 from indexer.core.settings import Settings
 from indexer.engine.loader import BackboneCache, LoadedBackbone, resolve_device
-from indexer.engine.runtime import RuntimeOptions
+from indexer.engine.options import RuntimeOptions
 from indexer.imaging.device_decode import decode_device
 from indexer.imaging.framing import Preprocessing
 from indexer.imaging.prepare import PreparedImage, prepare_many

@@ -1,6 +1,6 @@
 """Batched forward passes that yield every tap a request needs, pooled and L2-normalised.
 
-The pass itself runs on the backbone's engine (see indexer.engine.runtime): eager PyTorch, or the
+The pass itself runs on the backbone's engine (indexer.engine.factory): eager PyTorch, or the
 same graph compiled by OpenVINO on a CPU.
 """
 
@@ -58,6 +58,7 @@ def extract(
         outputs = engine.run(pixels)
     vectors = {name: outputs[i] for i, name in enumerate(wanted)}
     return Features(vectors, outputs[len(wanted)] if with_logits else None)
+
 
 def embed_prepared(
     backbone: LoadedBackbone,

@@ -15,7 +15,8 @@ from indexer.backbones.layers import resolve_layer
 from indexer.backbones.registry import get_backbone
 from indexer.backbones.spec import BackboneSpec, LayerInfo
 from indexer.backbones.weights import resolve_weights_file
-from indexer.engine.runtime import Engine, EngineFactory, RuntimeOptions
+from indexer.engine.factory import EngineFactory
+from indexer.engine.options import Engine, RuntimeOptions
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ import torch
 GEM_P = 3.0
 
 
-
 def pool(feature: torch.Tensor, pooling: str) -> torch.Tensor:
     """(N,C,H,W) -> (N,C); vectors pass through."""
     if feature.dim() == 2:

@@ -1,0 +1,189 @@
+"""OpenVINO CPU engine: the tap graph traced once and compiled by OpenVINO. Its kernels for
+depthwise convolutions and fused conv+BN+ReLU6 run several times faster than eager PyTorch on
+a CPU, and it runs a batch as parallel sub-batches (one per stream), which keeps every core
+busy without a barrier after each small op. The converted graph is cached on disk, keyed by
+weights, layers, pooling and library versions.
+
+OpenVINO is imported through `import_openvino`, which keeps its usage telemetry out: a
+plain `import openvino` sends an event from a forked subprocess, and forking a process that
+runs gRPC threads can crash the child (seen in tests); a service should not phone home.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+
+from indexer.backbones.spec import BackboneSpec
+from indexer.engine.graph import GRAPH_VERSION, TapGraph
+from indexer.engine.options import RuntimeOptions
+
+log = logging.getLogger(__name__)
+
+#: Images per OpenVINO request: small enough that every stream gets work (and a core taken
+#: by another process delays only a slice of the batch), large enough to amortise a call.
+OPENVINO_CHUNK = 8
+
+_OV_PRECISION = {"auto": "f32", "fp32": "f32", "fp16": "f16", "bf16": "bf16"}
+
+
+class OpenVinoEngine:
+    name = "openvino"
+
+    def __init__(self, compiled: Any, outputs: int, precision: str):
+        ov = import_openvino()
+
+        self._outputs = outputs
+        requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.description = (
+            f"openvino on cpu, {precision}, "
+            f"{compiled.get_property('NUM_STREAMS')} streams, "
+            f"{compiled.get_property('INFERENCE_NUM_THREADS')} threads"
+        )
+        self._queue = ov.AsyncInferQueue(compiled, max(1, requests))
+        self._queue.set_callback(self._collect)
+        self._results: dict[int, list[np.ndarray]] = {}
+        # AsyncInferQueue is not thread-safe; callers usually hold the backbone lock anyway.
+        self._lock = threading.Lock()
+
+    def _collect(self, request: Any, slot: int) -> None:
+        self._results[slot] = [
+            np.array(request.get_output_tensor(i).data, dtype=np.float32)
+            for i in range(self._outputs)
+        ]
+
+    def run(self, pixels: torch.Tensor) -> list[np.ndarray]:
+        array = np.ascontiguousarray(pixels.cpu().numpy())
+        with self._lock:
+            self._results = {}
+            starts = range(0, len(array), OPENVINO_CHUNK)
+            for slot, start in enumerate(starts):
+                self._queue.start_async({0: array[start : start + OPENVINO_CHUNK]}, slot)
+            self._queue.wait_all()
+            parts = [self._results[slot] for slot in range(len(starts))]
+        return [np.concatenate([p[i] for p in parts]) for i in range(self._outputs)]
+
+
+_core_lock = threading.Lock()
+
+_core: Any = None
+
+
+def _openvino_core() -> Any:
+    global _core
+    with _core_lock:
+        if _core is None:
+            _core = import_openvino().Core()
+        return _core
+
+
+def import_openvino() -> ModuleType:
+    """`import openvino` with its telemetry package blocked, so OpenVINO falls back to its
+    own no-op stub (it imports the package in a try/except ImportError)."""
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+    import openvino
+
+    return openvino
+
+
+def openvino_available() -> bool:
+    try:
+        import_openvino()
+    except ImportError:
+        return False
+    return True
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "-"
+
+
+def _graph_key(spec: BackboneSpec, weights_file: Path, graph: TapGraph) -> str:
+    stat = weights_file.stat()
+    parts = [
+        f"graph={GRAPH_VERSION}",
+        spec.name,
+        repr(spec.preprocessing),
+        f"{weights_file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}",
+        ",".join(graph.layers),
+        graph.pooling,
+        f"logits={graph.with_logits}",
+        *(f"{p}={_version(p)}" for p in ("torch", "timm", "torchvision", "openvino")),
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+def _convert(graph: TapGraph, crop: int, xml: Path) -> None:
+    """Trace the graph and convert it with OpenVINO's PyTorch frontend; saved atomically as
+    `xml` + `.bin`. (The frontend directly, not `ov.convert_model`: the same conversion
+    without the model-conversion tool's extra passes and usage telemetry.)"""
+    ov = import_openvino()
+    from openvino.frontend import FrontEndManager
+    from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
+
+    example = torch.zeros(2, crop, crop, 3, dtype=torch.uint8)
+    with torch.inference_mode():
+        traced = torch.jit.trace(graph, example, check_trace=False)
+    frontend = FrontEndManager().load_by_framework("pytorch")
+    decoder = TorchScriptPythonDecoder(traced)  # must outlive convert(): the C++ side uses it
+    source = frontend.load(decoder)
+    (pixels,) = source.get_inputs()
+    source.set_partial_shape(pixels, ov.PartialShape([-1, crop, crop, 3]))
+    source.set_element_type(pixels, ov.Type.u8)
+    model = frontend.convert(source)
+    del decoder
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=xml.parent, prefix=".convert-"))
+    try:
+        # compress_to_fp16 would round the weights: keep them exactly as trained.
+        ov.save_model(model, scratch / "graph.xml", compress_to_fp16=False)
+        os.replace(scratch / "graph.bin", xml.with_suffix(".bin"))
+        os.replace(scratch / "graph.xml", xml)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def build_openvino_engine(
+    spec: BackboneSpec, weights_file: Path, graph: TapGraph, options: RuntimeOptions
+) -> OpenVinoEngine:
+    core = _openvino_core()
+    cache = options.resolved_cache_dir / "openvino"
+    xml = cache / f"{spec.name}-{_graph_key(spec, weights_file, graph)}.xml"
+    if not (xml.is_file() and xml.with_suffix(".bin").is_file()):
+        log.info(
+            "converting %s taps %s for OpenVINO (once; cached in %s)",
+            spec.name,
+            graph.layers,
+            cache,
+        )
+        _convert(graph, spec.preprocessing.crop, xml)
+    # Always from disk: the first run computes exactly what every later run will, and the
+    # graph holds no reference to the PyTorch weights.
+    model = core.read_model(str(xml))
+    precision = _OV_PRECISION[options.precision]
+    config = {
+        "PERFORMANCE_HINT": "THROUGHPUT",
+        # As many threads as PyTorch uses (all cores unless OMP_NUM_THREADS says otherwise).
+        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+        "INFERENCE_PRECISION_HINT": precision,
+        "CACHE_DIR": str(cache / "compiled"),
+    }
+    compiled = core.compile_model(model, "CPU", config)
+    outputs = len(graph.layers) + int(graph.with_logits)
+    return OpenVinoEngine(compiled, outputs, precision)
