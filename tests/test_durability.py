@@ -22,9 +22,10 @@ from conftest import ServeProcess, ServerHandle
 from sqlalchemy import create_engine, select
 
 from indexer.catalog.collections import get_collection
+from indexer.store.index_files import IndexFileError, manifest_path
 from indexer.store.index_manager import IndexManager
 from indexer.store.models import Collection, Item
-from indexer.store.vector_index import IndexFileError, VectorIndex, manifest_path
+from indexer.store.vector_index import VectorIndex
 from service.client import ImageToAdd, StrataClientError
 
 COLLECTION = "crash"

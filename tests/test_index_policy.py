@@ -18,6 +18,7 @@ from indexer.core.settings import Settings, SettingsError
 from indexer.store import repository, vector_index
 from indexer.store.database import create_database_engine, create_schema, make_session_factory
 from indexer.store.faiss_device import device_copier
+from indexer.store.index_files import manifest_path
 from indexer.store.index_manager import IndexManager
 from indexer.store.index_policy import (
     FLAT,
@@ -26,7 +27,7 @@ from indexer.store.index_policy import (
     leave_one_out_recall,
     nprobe_candidates,
 )
-from indexer.store.vector_index import VectorIndex, manifest_path
+from indexer.store.vector_index import VectorIndex
 
 DIM = 64
 THRESHOLD = 2_000
@@ -195,8 +196,8 @@ def test_ivf_save_load_round_trip(tmp_path: Path, data: tuple[np.ndarray, ...]) 
     index.remove(ids[:10])
     path = tmp_path / "3" / "semantics.faiss"
     manifest = index.save(path)
-    assert manifest.kind == IVF and manifest.nprobe == index.nprobe
-    assert manifest.trained_vectors == index.built.vectors and manifest.lists > 0
+    assert manifest.kind == IVF and manifest.built.nprobe == index.nprobe
+    assert manifest.built.vectors == index.built.vectors and manifest.built.lists > 0
     loaded = VectorIndex.load(path, DIM, policy=policy())
     assert loaded.kind == IVF and loaded.nprobe == index.nprobe
     assert loaded.built.vectors == index.built.vectors

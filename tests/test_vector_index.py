@@ -15,7 +15,8 @@ import pytest
 from conftest import ServerHandle
 from photos import photo_crops, photo_jpeg
 
-from indexer.store.vector_index import IndexFileError, VectorIndex, manifest_path
+from indexer.store.index_files import IndexFileError, manifest_path
+from indexer.store.vector_index import VectorIndex
 from service.client import ImageToAdd, StrataClient
 
 DIM = 48

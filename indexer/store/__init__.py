@@ -5,5 +5,7 @@
 - `models`, `repository`, `label_repository`: the tables and the functions that read and
   write them inside a caller's session.
 - `index_manager.IndexManager`: the live FAISS indexes, their saves and rebuilds.
-- `index_policy`, `vector_index`, `faiss_device`: index kinds, files and the GPU copy.
+- `vector_index.VectorIndex`: one live index; `index_files` (atomic files + manifests),
+  `rebuild_journal` (writes replayed onto a rebuilt index), `index_policy` (which kind, how
+  trained), `faiss_device` (the GPU copy), `faiss_tools`.
 """

@@ -23,8 +23,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from indexer.store import repository
 from indexer.store.faiss_device import device_copier
+from indexer.store.index_files import IndexFileError, temporary_writer
 from indexer.store.index_policy import IndexPolicy, VectorSource, build_index
-from indexer.store.vector_index import IndexFileError, VectorIndex, temporary_writer
+from indexer.store.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
 

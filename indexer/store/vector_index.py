@@ -1,31 +1,21 @@
-"""A FAISS index for one (collection, depth): ids are item ids, inner product on unit vectors.
-
-The index is a cache derived from SQL. Files are written atomically (temp file, fsync,
-rename, fsync of the directory) next to a manifest holding the vector count, the highest
-item id, the index kind and a checksum, so a torn or corrupt file is detected on load and
-never served.
+"""The live FAISS index of one (collection, depth): ids are item ids, inner product on unit
+vectors. It is a cache derived from SQL, saved and loaded through `index_files`.
 
 Its kind follows its size (see index_policy): exact Flat while small, IVF trained on its own
 vectors past a threshold, retrained as it grows. A rebuild reads a copy of the contents a
-little at a time and trains off the lock; writes meanwhile are journaled and replayed onto
-the new index, which is then swapped in. Searches wait only for single chunk copies and the
-final swap.
+little at a time and trains off the lock; writes meanwhile are journaled (`rebuild_journal`)
+and replayed onto the new index, which is then swapped in. Searches wait only for single
+chunk copies and the final swap.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import functools
-import hashlib
-import json
 import logging
 import math
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +24,16 @@ import numpy as np
 from faiss.contrib.inspect_tools import get_invlist
 
 from indexer.store.faiss_device import DeviceCopier
+from indexer.store.faiss_tools import (
+    faiss_threads,
+    index_ids,
+    lower_thread_priority,
+    release_freed_memory,
+)
+from indexer.store.index_files import Manifest, encode_index, read_index_file, write_index_file
 from indexer.store.index_policy import (
     FLAT,
     IVF,
-    KINDS,
     BuildReport,
     BuiltIndex,
     IndexPolicy,
@@ -46,10 +42,9 @@ from indexer.store.index_policy import (
     new_flat,
     reserve_flat,
 )
+from indexer.store.rebuild_journal import Write, journal_rows, replay
 
 log = logging.getLogger(__name__)
-
-MANIFEST_VERSION = 2
 
 #: Rows copied per lock hold when a rebuild reads the live index.
 SNAPSHOT_CHUNK = 5_000
@@ -60,35 +55,8 @@ SWAP_REPLAY_MAX = 5_000
 REPLAY_ROUNDS_MAX = 8
 #: FAISS GPU indexes select at most this many cells (and neighbours) per query.
 GPU_MAX_NPROBE = 2048
-#: Niceness of background rebuild threads: training yields the CPU to searches.
-REBUILD_NICENESS = 10
 #: After a failed rebuild, wait this long before trying again.
 REBUILD_RETRY_S = 300.0
-
-
-class IndexFileError(Exception):
-    """An index file or its manifest is missing, torn or corrupt; rebuild from SQL."""
-
-
-@dataclass(frozen=True)
-class Manifest:
-    version: int
-    dim: int
-    vectors: int
-    max_item_id: int
-    checksum: str
-    kind: str
-    #: How the index was last built (absent from version-1 manifests).
-    trained_vectors: int = 0
-    lists: int = 0
-    nprobe: int = 0
-    calibrated_recall: float = 1.0
-
-
-@dataclass(frozen=True)
-class _Write:
-    ids: np.ndarray
-    vectors: np.ndarray | None  # None: a removal
 
 
 class VectorIndex:
@@ -118,7 +86,7 @@ class VectorIndex:
         self._write_lock = threading.Lock()
         self.dirty = False
         # Writes since a rebuild started, replayed onto the new index; None: no rebuild.
-        self._journal: list[_Write] | None = None
+        self._journal: list[Write] | None = None
         self._rebuilder: threading.Thread | None = None
         self._no_rebuild_before = 0.0
         self.rebuilds_done = 0
@@ -171,7 +139,7 @@ class VectorIndex:
 
     def ids(self) -> np.ndarray:
         with self._lock:
-            return _index_ids(self._index, self.kind)
+            return index_ids(self._index, self.kind)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
@@ -185,7 +153,7 @@ class VectorIndex:
             with self._write_lock, self._lock:
                 self._index.add_with_ids(piece, piece_ids)
                 if self._journal is not None:
-                    self._journal.append(_Write(piece_ids.copy(), piece.copy()))
+                    self._journal.append(Write(piece_ids.copy(), piece.copy()))
                 self._changed(mirrored=self._add_to_device(piece, piece_ids))
         self.maybe_rebuild()
 
@@ -196,7 +164,7 @@ class VectorIndex:
         with self._write_lock, self._lock:
             removed = int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
             if self._journal is not None:
-                self._journal.append(_Write(ids.copy(), None))
+                self._journal.append(Write(ids.copy(), None))
             if removed:
                 self._changed()
         if removed:
@@ -249,7 +217,7 @@ class VectorIndex:
             if index is not self._index and isinstance(params, faiss.SearchParametersIVF):
                 params.nprobe = min(params.nprobe, GPU_MAX_NPROBE)
             threads = self.policy.single_query_threads if len(queries) == 1 else 0
-            with _faiss_threads(threads):
+            with faiss_threads(threads):
                 if self.kind == FLAT and selector is None:
                     scores, ids = index.search(queries, k)
                 else:
@@ -315,7 +283,7 @@ class VectorIndex:
             thread.join(timeout)
 
     def _rebuild_in_background(self) -> None:
-        _lower_thread_priority()  # searches and ingest first; FAISS's team inherits it
+        lower_thread_priority()  # searches and ingest first; FAISS's team inherits it
         try:
             self.rebuild()
         except Exception:
@@ -340,7 +308,7 @@ class VectorIndex:
             with self._lock:
                 self._journal = None
             raise
-        _release_freed_memory()  # the old index's pages (GBs at 1M vectors)
+        release_freed_memory()  # the old index's pages (GBs at 1M vectors)
         log.info(
             "index rebuilt as %s from %d vectors (nprobe %d) in %.1fs",
             built.report.kind,
@@ -391,13 +359,13 @@ class VectorIndex:
         for _ in range(REPLAY_ROUNDS_MAX):
             with self._lock:
                 pending, self._journal = self._journal or [], []
-            _replay(built.index, pending)
-            if _journal_rows(pending) <= SWAP_REPLAY_MAX:
+            replay(built.index, pending)
+            if journal_rows(pending) <= SWAP_REPLAY_MAX:
                 break
         with self._write_lock:
             with self._lock:
                 pending, self._journal = self._journal or [], []
-            _replay(built.index, pending)
+            replay(built.index, pending)
             with self._lock:
                 if self.kind == FLAT:
                     self._add_skipped(built)
@@ -411,7 +379,7 @@ class VectorIndex:
         """Rows of the live Flat index that its chunked snapshot missed (moved by a
         removal between two chunks) go into the new index too. Cheap: Flat stays small."""
         live_ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
-        new_ids = _index_ids(built.index, built.report.kind)
+        new_ids = index_ids(built.index, built.report.kind)
         rows = np.flatnonzero(~np.isin(live_ids, new_ids))
         if len(rows):
             vectors = faiss.downcast_index(self._index.index).reconstruct_batch(rows)
@@ -423,23 +391,10 @@ class VectorIndex:
     def save(self, path: Path) -> Manifest:
         """Write the index and its manifest atomically; returns the manifest written."""
         with self._lock:
-            blob = faiss.serialize_index(self._index).tobytes()
-            ids = self.ids()
-            manifest = Manifest(
-                version=MANIFEST_VERSION,
-                dim=self.dim,
-                vectors=self.ntotal,
-                max_item_id=int(ids.max()) if len(ids) else 0,
-                checksum=hashlib.sha256(blob).hexdigest(),
-                kind=self.kind,
-                trained_vectors=self.built.vectors,
-                lists=self.built.lists,
-                nprobe=self.nprobe,
-                calibrated_recall=self.built.recall,
-            )
+            built = replace(self.built, nprobe=self.nprobe)
+            blob, manifest = encode_index(self._index, self.dim, self.ids(), built)
             self.dirty = False
-        _atomic_write(path, blob)
-        _atomic_write(manifest_path(path), json.dumps(asdict(manifest)).encode())
+        write_index_file(path, blob, manifest)
         return manifest
 
     @classmethod
@@ -453,161 +408,18 @@ class VectorIndex:
         exact_source: VectorSource | None = None,
     ) -> VectorIndex:
         """Load and verify against the manifest; IndexFileError when anything is off."""
-        try:
-            manifest = Manifest(**json.loads(manifest_path(path).read_bytes()))
-            blob = path.read_bytes()
-        except (OSError, ValueError, TypeError) as exc:
-            raise IndexFileError(f"{path}: unreadable index or manifest ({exc})") from exc
-        if hashlib.sha256(blob).hexdigest() != manifest.checksum:
-            raise IndexFileError(f"{path}: checksum does not match its manifest")
-        if manifest.dim != dim:
-            raise IndexFileError(f"{path}: dim {manifest.dim}, expected {dim}")
-        if manifest.kind not in KINDS:
-            raise IndexFileError(f"{path}: unknown index kind {manifest.kind!r}")
-        try:
-            index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
-        except RuntimeError as exc:
-            raise IndexFileError(f"{path}: FAISS cannot read it ({exc})") from exc
-        expected_type = (
-            faiss.IndexIDMap2 if manifest.kind == FLAT else faiss.IndexIVFScalarQuantizer
-        )
-        if not isinstance(index, expected_type):
-            raise IndexFileError(f"{path}: holds a {type(index).__name__}, not {manifest.kind}")
-        if index.ntotal != manifest.vectors or index.d != dim:
-            raise IndexFileError(
-                f"{path}: holds {index.ntotal} vectors, manifest says {manifest.vectors}"
-            )
-        built = BuildReport(
-            manifest.kind,
-            manifest.trained_vectors or manifest.vectors,
-            manifest.lists,
-            manifest.nprobe,
-            manifest.calibrated_recall,
-        )
+        index, manifest = read_index_file(path, dim)
         return cls(
             dim,
             index,
             manifest.kind,
             policy=policy,
-            built=built,
+            built=manifest.built,
             to_device=to_device,
             exact_source=exact_source,
         )
 
 
-def _lower_thread_priority(niceness: int = REBUILD_NICENESS) -> None:
-    """Nice the calling thread (Linux schedules threads as tasks; elsewhere a no-op)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
-    except (AttributeError, OSError) as exc:
-        log.debug("cannot lower the rebuild thread's priority: %s", exc)
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None  # not glibc
-
-
-def _release_freed_memory() -> None:
-    """Hand freed heap pages back to the OS: glibc keeps them for reuse otherwise, and a
-    swapped-out index is the size of the live one."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@contextlib.contextmanager
-def _faiss_threads(count: int) -> Iterator[None]:
-    """FAISS's OpenMP thread count for the calling thread only (OpenMP keeps it per
-    thread); 0 leaves it alone."""
-    if count <= 0:
-        yield
-        return
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(count)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(previous)
-
-
-def _index_ids(index: Any, kind: str) -> np.ndarray:
-    if kind == FLAT:
-        return faiss.vector_to_array(index.id_map).astype(np.int64)
-    return _ivf_ids(index)
-
-
-def _ivf_ids(ivf: Any) -> np.ndarray:
-    invlists = ivf.invlists
-    parts = [np.zeros(0, np.int64)]
-    for list_no in range(ivf.nlist):
-        size = invlists.list_size(list_no)
-        if size:
-            pointer = invlists.get_ids(list_no)
-            parts.append(faiss.rev_swig_ptr(pointer, size).astype(np.int64))  # a copy
-            invlists.release_ids(list_no, pointer)
-    return np.concatenate(parts)
-
-
-def _journal_rows(writes: list[_Write]) -> int:
-    return sum(len(w.ids) for w in writes)
-
-
-def _replay(index: faiss.Index, writes: list[_Write]) -> None:
-    """Apply journaled writes: each id ends as its last write left it. Idempotent, so ids
-    the new index already holds from the snapshot are not duplicated."""
-    if not writes:
-        return
-    final: dict[int, np.ndarray | None] = {}
-    for write in writes:
-        for row, item_id in enumerate(write.ids.tolist()):
-            final[item_id] = None if write.vectors is None else write.vectors[row]
-    touched = np.fromiter(final, dtype=np.int64, count=len(final))
-    index.remove_ids(faiss.IDSelectorBatch(touched))
-    present = [(i, v) for i, v in final.items() if v is not None]
-    for start in range(0, len(present), SNAPSHOT_CHUNK):  # slices: no second full copy
-        piece = present[start : start + SNAPSHOT_CHUNK]
-        index.add_with_ids(
-            np.stack([v for _, v in piece]), np.array([i for i, _ in piece], dtype=np.int64)
-        )
-
-
-def manifest_path(index_path: Path) -> Path:
-    return index_path.with_suffix(index_path.suffix + ".manifest.json")
-
-
 def _as_matrix(vectors: np.ndarray, dim: int) -> np.ndarray:
     matrix = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dim)
     return matrix
-
-
-def temporary_path(path: Path) -> Path:
-    """Where a save of `path` is written before it replaces it: hidden, and named after the
-    writing process and thread so concurrent saves never share a file."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-
-
-def temporary_writer(tmp: Path) -> int | None:
-    """The pid of the process that wrote a `temporary_path` file; None if not one."""
-    parts = tmp.name.split(".")
-    if not tmp.name.startswith(".") or len(parts) < 5 or parts[-1] != "tmp":
-        return None
-    return int(parts[-3]) if parts[-3].isdigit() else None
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
