@@ -171,7 +171,7 @@ class Item(_message.Message):
     def __init__(self, id: _Optional[int] = ..., uri: _Optional[str] = ..., content_hash: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., labels: _Optional[_Iterable[_Union[LabelValue, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class AddImageRequest(_message.Message):
-    __slots__ = ("collection", "uri", "image", "labels", "metadata")
+    __slots__ = ("collection", "uri", "image", "labels", "metadata", "tags")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -184,12 +184,14 @@ class AddImageRequest(_message.Message):
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     uri: str
     image: bytes
     labels: _containers.RepeatedScalarFieldContainer[str]
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, collection: _Optional[str] = ..., uri: _Optional[str] = ..., image: _Optional[bytes] = ..., labels: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    tags: bool
+    def __init__(self, collection: _Optional[str] = ..., uri: _Optional[str] = ..., image: _Optional[bytes] = ..., labels: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., tags: _Optional[bool] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "hint")
@@ -372,32 +374,40 @@ class EmbedResponse(_message.Message):
     def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("images", "k", "backbone")
+    __slots__ = ("images", "k", "backbone", "coarse")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_FIELD_NUMBER: _ClassVar[int]
+    COARSE_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[NamedImage]
     k: int
     backbone: str
-    def __init__(self, images: _Optional[_Iterable[_Union[NamedImage, _Mapping]]] = ..., k: _Optional[int] = ..., backbone: _Optional[str] = ...) -> None: ...
+    coarse: int
+    def __init__(self, images: _Optional[_Iterable[_Union[NamedImage, _Mapping]]] = ..., k: _Optional[int] = ..., backbone: _Optional[str] = ..., coarse: _Optional[int] = ...) -> None: ...
 
 class ClassScore(_message.Message):
-    __slots__ = ("label", "score")
+    __slots__ = ("label", "score", "wnid", "path")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    WNID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
     label: str
     score: float
-    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+    wnid: str
+    path: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., wnid: _Optional[str] = ..., path: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("uri", "top", "error")
+    __slots__ = ("uri", "top", "error", "coarse")
     URI_FIELD_NUMBER: _ClassVar[int]
     TOP_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    COARSE_FIELD_NUMBER: _ClassVar[int]
     uri: str
     top: _containers.RepeatedCompositeFieldContainer[ClassScore]
     error: Error
-    def __init__(self, uri: _Optional[str] = ..., top: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+    coarse: _containers.RepeatedCompositeFieldContainer[ClassScore]
+    def __init__(self, uri: _Optional[str] = ..., top: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., coarse: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("predictions",)
