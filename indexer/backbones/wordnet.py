@@ -71,6 +71,10 @@ class Hierarchy:
         return tags
 
 
+def is_tag_key(key: str) -> bool:
+    return key.startswith(TAG_PREFIX) or key in (TAG_CLASS, TAG_WNID, TAG_COARSE)
+
+
 def check_imagenet_head(categories: Sequence[str], backbone: str) -> None:
     if len(categories) != IMAGENET_CLASSES:
         raise InvalidInput(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sqlalchemy.exc import IntegrityError
 
+from indexer.backbones.wordnet import check_imagenet_head, hierarchy, is_tag_key
 from indexer.catalog.collections import CollectionInfo, get_collection
 from indexer.catalog.context import Context
 from indexer.core.errors import InvalidInput, StrataError
@@ -30,6 +31,8 @@ class ImageInput:
     data: bytes
     labels: Sequence[str] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
+    #: Also store the ImageNet top-1 class's WordNet tags as metadata (indexer.backbones.wordnet).
+    tags: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,13 +116,19 @@ def _store(
         _fill_unchanged_ids(ctx, collection, results)
         return
     # The forward pass runs outside any transaction, so writers never hold the lock long.
+    backbone = ctx.backbones.get(collection.backbone)
+    tagging = any(inputs[position].tags for position, _ in to_embed)
+    if tagging:
+        check_imagenet_head(backbone.spec.categories, backbone.spec.name)
     features = embed_prepared(
-        ctx.backbones.get(collection.backbone),
+        backbone,
         [image for _, image in to_embed],
         [d.layer for d in collection.depths],
         collection.pooling,
         ctx.settings.batch_size,
+        with_logits=tagging,  # the same pass runs on to the head
     )
+    top1 = features.logits.argmax(axis=1) if features.logits is not None else None
     replaced_ids: list[int] = []
     replaced_positions: set[int] = set()
     stored: list[tuple[int, int, int]] = []  # (position, row in features, item id)
@@ -137,12 +146,16 @@ def _store(
                 continue  # a concurrent writer stored the same content meanwhile
             labels = [(label, "human", 1.0) for label in dict.fromkeys(source.labels)]
             metadata = dict(source.metadata)
+            tags = hierarchy().tags(int(top1[row])) if source.tags and top1 is not None else {}
+            metadata |= tags
             if old is not None:
                 # New content gets a new item id (its labels and metadata carried over): an
                 # id never changes its vector, so a FAISS file saved before this commit can
                 # only hold stale ids, which reconciling by id removes after a crash.
                 labels = [(x.label, x.source, x.confidence) for x in old.labels]
                 metadata = {m.key: m.value for m in old.meta}
+                if tags:  # new content, new tags: drop the old content's
+                    metadata = {k: v for k, v in metadata.items() if not is_tag_key(k)} | tags
                 replaced_ids.append(old.id)
                 repository.delete_items(session, collection.id, [old.id])
                 session.expunge(old)
