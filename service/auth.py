@@ -60,12 +60,19 @@ LABELS_READ_METHODS = frozenset(
 )
 
 
+#: strata.v1.Insight methods that only read (explanations and channel statistics).
+INSIGHT_SERVICE = "strata.v1.Insight"
+INSIGHT_READ_METHODS = frozenset({"Explain", "Channels"})
+
+
 def needs_write(full_method: str) -> bool:
     service, method = split_method(full_method)
     if service == STRATA_SERVICE:
         return method not in READ_METHODS
     if service == LABELS_SERVICE:
         return method not in LABELS_READ_METHODS
+    if service == INSIGHT_SERVICE:
+        return method not in INSIGHT_READ_METHODS
     return service not in READ_SERVICES
 
 

@@ -19,6 +19,7 @@ import grpc
 
 from service.generated.strata.v1 import strata_pb2 as pb
 from service.generated.strata.v1 import strata_pb2_grpc as pb_grpc
+from service.insight_client import InsightClientMixin
 from service.labels_client import LabelsClientMixin
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -40,6 +41,7 @@ class ImageToAdd:
     data: bytes
     labels: Sequence[str] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
+    tags: bool = False  # also store its ImageNet WordNet tags as metadata
 
 
 QueryLike = Path | bytes | int | Sequence[float] | pb.Query
@@ -49,7 +51,7 @@ def default_server() -> str:
     return os.environ.get("STRATA_SERVER") or DEFAULT_SERVER
 
 
-class StrataClient(LabelsClientMixin):
+class StrataClient(LabelsClientMixin, InsightClientMixin):
     def __init__(
         self,
         target: str | None = None,
@@ -136,6 +138,7 @@ class StrataClient(LabelsClientMixin):
                     image=image.data,
                     labels=list(image.labels),
                     metadata=dict(image.metadata),
+                    tags=image.tags,
                 )
 
         try:
@@ -193,10 +196,20 @@ class StrataClient(LabelsClientMixin):
         return list(self._call(self.stub.Embed, request).embeddings)
 
     def classify(
-        self, images: Sequence[tuple[str, bytes]], *, k: int = 5, backbone: str = ""
+        self,
+        images: Sequence[tuple[str, bytes]],
+        *,
+        k: int = 5,
+        backbone: str = "",
+        coarse: int = 0,
     ) -> list[pb.Prediction]:
+        """Top-k ImageNet classes (with WordNet ids and paths); `coarse` > 0 adds that many
+        coarse categories."""
         request = pb.ClassifyRequest(
-            images=[pb.NamedImage(uri=u, image=d) for u, d in images], k=k, backbone=backbone
+            images=[pb.NamedImage(uri=u, image=d) for u, d in images],
+            k=k,
+            backbone=backbone,
+            coarse=coarse,
         )
         return list(self._call(self.stub.Classify, request).predictions)
 

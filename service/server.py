@@ -18,6 +18,7 @@ from indexer.catalog.context import Context
 from indexer.core.settings import Settings
 from service.auth import TokenAuthInterceptor
 from service.generated.strata.v1 import strata_pb2, strata_pb2_grpc
+from service.insight_servicer import INSIGHT_SERVICE_NAME, add_insight_service
 from service.labels_servicer import LABELS_SERVICE_NAME, add_labels_service
 from service.servicer import StrataServicer
 from service.tls import server_credentials
@@ -71,10 +72,17 @@ async def create_server(settings: Settings, address: str | None = None) -> Runni
     )
     strata_pb2_grpc.add_StrataServicer_to_server(StrataServicer(ctx), server)
     add_labels_service(ctx, server)
+    add_insight_service(ctx, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, LABELS_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+        (
+            SERVICE_NAME,
+            LABELS_SERVICE_NAME,
+            INSIGHT_SERVICE_NAME,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     where = address or settings.listen
@@ -87,7 +95,7 @@ async def create_server(settings: Settings, address: str | None = None) -> Runni
         raise OSError(f"cannot listen on {where}")
     _warn_if_exposed(settings, where)
     await server.start()
-    for name in ("", SERVICE_NAME):
+    for name in ("", SERVICE_NAME, INSIGHT_SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     running = RunningServer(server, port, ctx, health_servicer)
     running.saver = asyncio.create_task(_save_periodically(ctx, settings.index_save_interval_s))
