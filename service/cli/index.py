@@ -26,7 +26,7 @@ def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
                 failed.append({"uri": str(path), "error": f"cannot read: {exc.strerror}"})
                 continue
             labels = [path.parent.name] if args.labels_from_folders and path.parent.name else []
-            yield ImageToAdd(str(path), data, labels)
+            yield ImageToAdd(str(path), data, labels, tags=args.tags)
 
     with tqdm(
         total=len(paths), unit="img", desc="indexing", file=sys.stderr, disable=args.quiet
@@ -65,6 +65,11 @@ def register(commands: argparse._SubParsersAction, client_options: argparse.Argu
     index.add_argument("--collection", required=True)
     index.add_argument(
         "--labels-from-folders", action="store_true", help="label each image with its folder's name"
+    )
+    index.add_argument(
+        "--tags",
+        action="store_true",
+        help="store the ImageNet top-1 WordNet tags as metadata (search with --meta tag.dog=1)",
     )
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.set_defaults(run=cmd_index)

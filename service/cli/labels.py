@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from service.cli.inputs import UsageError, parse_pairs, read_images
 from service.cli.output import emit, table
+from service.cli.pictures import write_confusion
 from service.client import StrataClient
 from service.generated.strata.v1 import labels_pb2 as pb
 
@@ -88,6 +91,17 @@ def cmd_probe(args: argparse.Namespace, client: StrataClient) -> int:
     document: dict[str, Any] = {"depths": reports}
     if chart:
         document["chart"] = chart
+        # One confusion matrix per depth, next to the chart: which classes a depth mixes up.
+        base = Path(chart[0]).with_suffix("")
+        document["confusion"] = [
+            write_confusion(
+                r["classes"],
+                np.asarray(r["confusion"]),
+                f"{args.collection} at {r['depth']}: held-out predictions",
+                base.with_name(f"{base.name}-confusion-{r['depth']}.png"),
+            )
+            for r in reports
+        ]
     rows = [
         (
             r["depth"],
@@ -113,6 +127,7 @@ def cmd_probe(args: argparse.Namespace, client: StrataClient) -> int:
                 + ", ".join(f"{label} {acc:.2f}" for label, acc in worst)
             )
         lines += [f"chart: {path}" for path in chart]
+        lines += [f"confusion: {path}" for path in document.get("confusion", [])]
         return "\n".join(lines)
 
     emit(args, document, text)

@@ -9,12 +9,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.cli import backbones, collections, index, items, labels, query, serve
+from service.cli import backbones, collections, index, insight, items, labels, query, serve
 from service.cli.inputs import UsageError
 from service.client import StrataClient, StrataClientError, default_server
 
 #: Command groups, each registering its parsers next to its handlers.
-GROUPS = (serve, backbones, collections, index, query, items, labels)
+GROUPS = (serve, backbones, collections, index, query, items, labels, insight)
 
 
 def build_parser() -> argparse.ArgumentParser:
