@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from indexer.backbones.wordnet import check_imagenet_head, hierarchy, is_tag_key
 from indexer.catalog.collections import CollectionInfo, get_collection
@@ -129,69 +130,30 @@ def _store(
         with_logits=tagging,  # the same pass runs on to the head
     )
     top1 = features.logits.argmax(axis=1) if features.logits is not None else None
-    replaced_ids: list[int] = []
-    replaced_positions: set[int] = set()
-    stored: list[tuple[int, int, int]] = []  # (position, row in features, item id)
-    inserted: list[tuple[int, int]] = []  # (position, row in features) of each new item
-    new_items: list[repository.NewItem] = []
+    entries = [
+        ItemToWrite(
+            image.name,
+            image.content_hash,
+            image.width,
+            image.height,
+            inputs[position].labels,
+            inputs[position].metadata,
+            hierarchy().tags(int(top1[row])) if inputs[position].tags and top1 is not None else {},
+        )
+        for row, (position, image) in enumerate(to_embed)
+    ]
     with ctx.sessions.begin() as session:
-        existing = repository.find_items_by_uri(
-            session, collection.id, [image.name for _, image in to_embed]
-        )
-        for row, (position, image) in enumerate(to_embed):
-            source = inputs[position]
-            old = existing.get(image.name)
-            if old is not None and old.content_hash == image.content_hash:
-                results[position] = AddResult(image.name, "unchanged", old.id)
-                continue  # a concurrent writer stored the same content meanwhile
-            labels = [(label, "human", 1.0) for label in dict.fromkeys(source.labels)]
-            metadata = dict(source.metadata)
-            tags = hierarchy().tags(int(top1[row])) if source.tags and top1 is not None else {}
-            metadata |= tags
-            if old is not None:
-                # New content gets a new item id (its labels and metadata carried over): an
-                # id never changes its vector, so a FAISS file saved before this commit can
-                # only hold stale ids, which reconciling by id removes after a crash.
-                labels = [(x.label, x.source, x.confidence) for x in old.labels]
-                metadata = {m.key: m.value for m in old.meta}
-                if tags:  # new content, new tags: drop the old content's
-                    metadata = {k: v for k, v in metadata.items() if not is_tag_key(k)} | tags
-                replaced_ids.append(old.id)
-                repository.delete_items(session, collection.id, [old.id])
-                session.expunge(old)
-            new_items.append(
-                repository.NewItem(
-                    image.name, image.content_hash, image.width, image.height, labels, metadata
-                )
-            )
-            if old is not None:
-                replaced_positions.add(position)
-            inserted.append((position, row))
-        # Every item in one statement that returns the ids; then the vectors of these new
-        # ids go in with one executemany.
-        new_ids = repository.insert_items(session, collection.id, new_items)
-        stored = [
-            (position, row, item_id)
-            for (position, row), item_id in zip(inserted, new_ids, strict=True)
-        ]
-        repository.insert_vectors(
-            session,
-            [
-                (item_id, d.name, features.vectors[d.layer][row])
-                for _, row, item_id in stored
-                for d in collection.depths
-            ],
-        )
+        written = write_items(session, collection, entries, features.vectors)
     # Committed: now the derived FAISS indexes, then acknowledge.
-    ids = np.array([item_id for _, _, item_id in stored], dtype=np.int64)
-    rows = [row for _, row, _ in stored]
+    ids = np.array([item_id for _, item_id in written.stored], dtype=np.int64)
+    rows = [row for row, _ in written.stored]
     for depth in collection.depths:
         index = indexes[depth.name]
-        if replaced_ids:
-            index.remove(np.array(replaced_ids, dtype=np.int64))
+        if written.replaced_ids:
+            index.remove(np.array(written.replaced_ids, dtype=np.int64))
         index.add(ids, features.vectors[depth.layer][rows])
-    for position, _, item_id in stored:
-        status = "replaced" if position in replaced_positions else "added"
+    for row, (position, _) in enumerate(to_embed):
+        status, item_id = written.outcomes[row]
         results[position] = AddResult(inputs[position].uri, status, item_id)
     _fill_unchanged_ids(ctx, collection, results)
 
@@ -211,3 +173,89 @@ def _fill_unchanged_ids(
     for position, result in enumerate(results):
         if result is not None and result.status == "unchanged" and result.item_id is None:
             results[position] = AddResult(result.uri, "unchanged", ids.get(result.uri))
+
+
+@dataclass(frozen=True)
+class ItemToWrite:
+    """One embedded image to store: its item row; its vectors are a row of write_items'."""
+
+    uri: str
+    content_hash: str
+    width: int
+    height: int
+    labels: Sequence[str] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    #: WordNet tags of this content (empty unless asked for).
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Written:
+    #: Per entry, in order: ("added" | "replaced" | "unchanged", item id).
+    outcomes: list[tuple[str, int]]
+    #: Items whose content was replaced (their FAISS vectors are to be removed).
+    replaced_ids: list[int]
+    #: (entry index, new item id) of each item inserted, in order.
+    stored: list[tuple[int, int]]
+
+
+def write_items(
+    session: Session,
+    collection: CollectionInfo,
+    entries: Sequence[ItemToWrite],
+    vectors: Mapping[str, np.ndarray],
+) -> Written:
+    """Store embedded images in the caller's transaction: an idempotent upsert by uri and
+    content hash. `vectors` holds, per layer, row i for entries[i]; a uri at most once.
+
+    The one write step of every ingest path (the server's AddImages, indexer.distributed):
+    the same content at a known uri is unchanged, new content replaces the item. A caller
+    retries on IntegrityError (a concurrent writer inserted the same uri first)."""
+    outcomes: list[tuple[str, int] | None] = [None] * len(entries)
+    replaced_ids: list[int] = []
+    replaced_rows: set[int] = set()
+    inserted: list[int] = []  # entry index of each new item
+    new_items: list[repository.NewItem] = []
+    existing = repository.find_items_by_uri(session, collection.id, [e.uri for e in entries])
+    for row, entry in enumerate(entries):
+        old = existing.get(entry.uri)
+        if old is not None and old.content_hash == entry.content_hash:
+            outcomes[row] = ("unchanged", old.id)
+            continue  # stored before, or by a concurrent writer meanwhile
+        labels = [(label, "human", 1.0) for label in dict.fromkeys(entry.labels)]
+        metadata = dict(entry.metadata) | dict(entry.tags)
+        if old is not None:
+            # New content gets a new item id (its labels and metadata carried over): an
+            # id never changes its vector, so a FAISS file saved before this commit can
+            # only hold stale ids, which reconciling by id removes after a crash.
+            labels = [(x.label, x.source, x.confidence) for x in old.labels]
+            metadata = {m.key: m.value for m in old.meta}
+            if entry.tags:  # new content, new tags: drop the old content's
+                metadata = {k: v for k, v in metadata.items() if not is_tag_key(k)} | dict(
+                    entry.tags
+                )
+            replaced_ids.append(old.id)
+            replaced_rows.add(row)
+            repository.delete_items(session, collection.id, [old.id])
+            session.expunge(old)
+        new_items.append(
+            repository.NewItem(
+                entry.uri, entry.content_hash, entry.width, entry.height, labels, metadata
+            )
+        )
+        inserted.append(row)
+    # Every item in one statement that returns the ids; then the vectors of these new ids
+    # go in with one executemany.
+    new_ids = repository.insert_items(session, collection.id, new_items)
+    stored = list(zip(inserted, new_ids, strict=True))
+    repository.insert_vectors(
+        session,
+        [
+            (item_id, d.name, vectors[d.layer][row])
+            for row, item_id in stored
+            for d in collection.depths
+        ],
+    )
+    for row, item_id in stored:
+        outcomes[row] = ("replaced" if row in replaced_rows else "added", item_id)
+    return Written([o for o in outcomes if o is not None], replaced_ids, stored)
