@@ -1,12 +1,18 @@
-"""Translation between protobuf messages and the library's records."""
+"""Translation between strata.v1 protobuf messages and the library's records: every
+mapping of the Strata service is here (the Labels service's is in convert_labels)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+
 from indexer.backbones.spec import BackboneSpec, LayerInfo
+from indexer.catalog import classify, embed, ingest
 from indexer.catalog.collections import CollectionInfo
 from indexer.catalog.items import ItemInfo
-from indexer.catalog.search import Filter, Hit, QueryResult
-from indexer.core.errors import StrataError
+from indexer.catalog.search import Filter, Hit, Query, QueryResult
+from indexer.core.errors import InvalidInput, StrataError
 from service.errors import status_for
 from service.generated.strata.v1 import strata_pb2 as pb
 
@@ -84,4 +90,55 @@ def query_result(result: QueryResult) -> pb.QueryResult:
             pb.DepthHits(depth=depth, hits=[hit(h) for h in hits])
             for depth, hits in result.results.items()
         ],
+    )
+
+
+def image_input(request: pb.AddImageRequest) -> ingest.ImageInput:
+    return ingest.ImageInput(
+        request.uri, request.image, tuple(request.labels), dict(request.metadata), request.tags
+    )
+
+
+def add_result(result: ingest.AddResult) -> pb.AddImageResult:
+    return pb.AddImageResult(
+        uri=result.uri,
+        id=result.item_id or 0,
+        status=result.status,
+        error=error(result.error),
+    )
+
+
+def refused(uri: str, exc: StrataError) -> pb.AddImageResult:
+    return pb.AddImageResult(uri=uri, status="failed", error=error(exc))
+
+
+def query(message: pb.Query, position: int) -> Query:
+    kind = message.WhichOneof("source")
+    name = message.name or f"query {position}"
+    if kind == "image":
+        return Query(name, image=message.image)
+    if kind == "item_id":
+        return Query(name, item_id=message.item_id)
+    if kind == "vector":
+        return Query(name, vector=np.asarray(message.vector.values, dtype=np.float32))
+    raise InvalidInput(f"query {name!r} is empty", hint="set image, item_id or vector")
+
+
+def named_images(images: Sequence[pb.NamedImage]) -> list[tuple[str, bytes]]:
+    return [(i.uri, i.image) for i in images]
+
+
+def embedding(value: embed.Embedding) -> pb.Embedding:
+    return pb.Embedding(
+        uri=value.uri,
+        vectors=[pb.DepthVector(depth=d, values=v.tolist()) for d, v in value.vectors.items()],
+        error=error(value.error),
+    )
+
+
+def prediction(value: classify.Prediction) -> pb.Prediction:
+    return pb.Prediction(
+        uri=value.uri,
+        top=[pb.ClassScore(label=label, score=score) for label, score in value.top],
+        error=error(value.error),
     )

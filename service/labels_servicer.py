@@ -10,26 +10,18 @@ import grpc
 from indexer.catalog import duplicates
 from indexer.catalog.context import Context
 from indexer.core.errors import InvalidInput
+from indexer.core.vocabulary import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_FOLDS, DEFAULT_SUGGESTIONS
 from indexer.learning import bootstrap, labels, probes
-from service import convert
+from service import convert, convert_labels
 from service.errors import unary
 from service.generated.strata.v1 import labels_pb2 as pb
 from service.generated.strata.v1 import labels_pb2_grpc as pb_grpc
-from service.generated.strata.v1 import strata_pb2
 
 LABELS_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Labels"].full_name
-DEFAULT_SUGGESTIONS = 10
 
 
 def add_labels_service(ctx: Context, server: grpc.aio.Server) -> None:
     pb_grpc.add_LabelsServicer_to_server(LabelsServicer(ctx), server)
-
-
-def _choice(choice: bootstrap.Choice) -> list[pb.MethodScore]:
-    return [
-        pb.MethodScore(method=c.method, depth=c.depth, cv_accuracy=c.cv_accuracy)
-        for c in choice.candidates
-    ]
 
 
 class LabelsServicer(pb_grpc.LabelsServicer):
@@ -42,9 +34,7 @@ class LabelsServicer(pb_grpc.LabelsServicer):
     async def SetLabels(
         self, request: pb.SetLabelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetLabelsResponse:
-        wanted: dict[int, list[str]] = {}
-        for entry in request.items:
-            wanted.setdefault(entry.id, []).extend(entry.labels)
+        wanted = convert_labels.label_assignments(request.items)
         written = await asyncio.to_thread(labels.set_labels, self.ctx, request.collection, wanted)
         return pb.SetLabelsResponse(labels=written)
 
@@ -79,19 +69,7 @@ class LabelsServicer(pb_grpc.LabelsServicer):
         rows = await asyncio.to_thread(
             labels.export_labels, self.ctx, request.collection, request.source
         )
-        return pb.ExportLabelsResponse(
-            labels=[
-                pb.ItemLabel(
-                    id=r.item_id,
-                    uri=r.uri,
-                    label=r.label,
-                    source=r.source,
-                    confidence=r.confidence,
-                )
-                for r in rows
-            ],
-            csv=labels.to_csv(rows),
-        )
+        return convert_labels.exported(rows)
 
     # -- probes ---------------------------------------------------------------------------
 
@@ -104,30 +82,10 @@ class LabelsServicer(pb_grpc.LabelsServicer):
             self.ctx,
             request.collection,
             list(request.depths),
-            request.folds or probes.DEFAULT_FOLDS,
+            request.folds or DEFAULT_FOLDS,
             request.seed,
         )
-        return pb.ProbeResponse(
-            depths=[
-                pb.DepthProbe(
-                    depth=r.depth,
-                    dim=r.dim,
-                    accuracy=r.accuracy,
-                    macro_f1=r.macro_f1,
-                    n_train=r.n_train,
-                    n_test=r.n_test,
-                    folds=r.folds,
-                    c=r.c,
-                    classes=r.classes,
-                    per_class=[
-                        pb.ClassMetric(label=m.label, accuracy=m.accuracy, support=m.support)
-                        for m in r.per_class
-                    ],
-                    confusion=r.confusion.ravel().tolist(),
-                )
-                for r in reports
-            ]
-        )
+        return pb.ProbeResponse(depths=[convert_labels.depth_probe(r) for r in reports])
 
     @unary
     async def PredictProbe(
@@ -139,20 +97,9 @@ class LabelsServicer(pb_grpc.LabelsServicer):
             request.collection,
             request.depth,
             list(request.ids),
-            [(i.uri, i.image) for i in request.images],
+            convert.named_images(request.images),
         )
-        out = []
-        for p in predictions:
-            scores = []
-            if p.probabilities is not None:
-                order = (-p.probabilities).argsort(kind="stable")
-                scores = [
-                    strata_pb2.ClassScore(label=probe.classes[i], score=float(p.probabilities[i]))
-                    for i in order
-                ]
-            out.append(
-                pb.ProbePrediction(id=p.id, uri=p.uri, scores=scores, error=convert.error(p.error))
-            )
+        out = [convert_labels.probe_prediction(p, probe.classes) for p in predictions]
         return pb.PredictProbeResponse(depth=probe.depth, classes=probe.classes, predictions=out)
 
     # -- bootstrapping --------------------------------------------------------------------
@@ -167,22 +114,11 @@ class LabelsServicer(pb_grpc.LabelsServicer):
             request.collection,
             list(request.depths),
             list(request.methods),
-            request.folds or probes.DEFAULT_FOLDS,
+            request.folds or DEFAULT_FOLDS,
             request.seed,
             request.dry_run,
         )
-        best = result.choice.best
-        return pb.PredictLabelsResponse(
-            method=best.method,
-            depth=best.depth,
-            cv_accuracy=best.cv_accuracy,
-            predictions=[
-                pb.LabelPrediction(id=p.id, uri=p.uri, label=p.label, confidence=p.confidence)
-                for p in result.predictions
-            ],
-            candidates=_choice(result.choice),
-            stored=result.stored,
-        )
+        return convert_labels.predicted(result)
 
     @unary
     async def SuggestLabels(
@@ -195,16 +131,10 @@ class LabelsServicer(pb_grpc.LabelsServicer):
             request.n or DEFAULT_SUGGESTIONS,
             request.depth,
             dict(request.metadata),
-            request.folds or probes.DEFAULT_FOLDS,
+            request.folds or DEFAULT_FOLDS,
             request.seed,
         )
-        return pb.SuggestLabelsResponse(
-            suggestions=[
-                pb.Suggestion(id=s.id, uri=s.uri, score=s.score) for s in result.suggestions
-            ],
-            depth=result.depth,
-            method=result.method,
-        )
+        return convert_labels.suggested(result)
 
     @unary
     async def LabelIssues(
@@ -216,21 +146,10 @@ class LabelsServicer(pb_grpc.LabelsServicer):
             request.collection,
             list(request.depths),
             list(request.methods),
-            request.folds or probes.DEFAULT_FOLDS,
+            request.folds or DEFAULT_FOLDS,
             request.seed,
         )
-        best = result.choice.best
-        return pb.LabelIssuesResponse(
-            issues=[
-                pb.LabelIssue(
-                    id=i.id, uri=i.uri, label=i.label, suggested=i.suggested, score=i.score
-                )
-                for i in result.issues
-            ],
-            method=best.method,
-            depth=best.depth,
-            cv_accuracy=best.cv_accuracy,
-        )
+        return convert_labels.issues(result)
 
     @unary
     async def Duplicates(
@@ -241,13 +160,6 @@ class LabelsServicer(pb_grpc.LabelsServicer):
             self.ctx,
             request.collection,
             request.depth,
-            request.threshold or duplicates.DEFAULT_THRESHOLD,
+            request.threshold or DEFAULT_DUPLICATE_THRESHOLD,
         )
-        return pb.DuplicatesResponse(
-            groups=[
-                pb.DuplicateGroup(members=[pb.DuplicateMember(id=m.id, uri=m.uri) for m in group])
-                for group in result.groups
-            ],
-            depth=result.depth,
-            threshold=result.threshold,
-        )
+        return convert_labels.duplicate_groups(result)

@@ -8,7 +8,6 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 import grpc
-import numpy as np
 
 from indexer.backbones.layers import layer_table
 from indexer.backbones.registry import get_backbone, list_backbones
@@ -16,7 +15,14 @@ from indexer.backbones.weights import resolve_weights_file
 from indexer.catalog import classify, collections, embed, ingest, items, search
 from indexer.catalog.context import Context
 from indexer.core.errors import InvalidInput, WeightsMissing
-from indexer.core.vocabulary import DEFAULT_BACKBONE, DEFAULT_FRAMING
+from indexer.core.vocabulary import (
+    DEFAULT_BACKBONE,
+    DEFAULT_CLASSIFY_K,
+    DEFAULT_FRAMING,
+    DEFAULT_POOLING,
+    DEFAULT_SEARCH_K,
+    DEPTH_PRESETS,
+)
 from service import convert
 from service.batcher import DynamicBatcher
 from service.errors import streaming, unary
@@ -81,8 +87,8 @@ class StrataServicer(pb_grpc.StrataServicer):
             self.ctx,
             request.name,
             request.backbone or DEFAULT_BACKBONE,
-            list(request.depths) or ["edges", "parts", "semantics"],
-            request.pooling or "avg",
+            list(request.depths) or list(DEPTH_PRESETS),
+            request.pooling or DEFAULT_POOLING,
             request.framing or DEFAULT_FRAMING,
         )
         return convert.collection(info)
@@ -185,7 +191,7 @@ class StrataServicer(pb_grpc.StrataServicer):
         self, collection: str, batch: list[pb.AddImageRequest]
     ) -> list[pb.AddImageResult]:
         inputs: list[ingest.ImageInput] = []
-        out: list[tuple[str, InvalidInput | None]] = []
+        out: list[tuple[str, InvalidInput | None]] = []  # uri, refused before the library
         for request in batch:
             if request.collection and request.collection != collection:
                 out.append(
@@ -199,29 +205,15 @@ class StrataServicer(pb_grpc.StrataServicer):
                     )
                 )
                 continue
-            inputs.append(
-                ingest.ImageInput(
-                    request.uri, request.image, tuple(request.labels), dict(request.metadata)
-                )
-            )
+            inputs.append(convert.image_input(request))
             out.append((request.uri, None))
         results = iter(await asyncio.to_thread(ingest.add_images, self.ctx, collection, inputs))
         messages = []
         for uri, refused in out:
             if refused is not None:
-                messages.append(
-                    pb.AddImageResult(uri=uri, status="failed", error=convert.error(refused))
-                )
-                continue
-            result = next(results)
-            messages.append(
-                pb.AddImageResult(
-                    uri=result.uri,
-                    id=result.item_id or 0,
-                    status=result.status,
-                    error=convert.error(result.error),
-                )
-            )
+                messages.append(convert.refused(uri, refused))
+            else:
+                messages.append(convert.add_result(next(results)))
         return messages
 
     @unary
@@ -246,10 +238,10 @@ class StrataServicer(pb_grpc.StrataServicer):
     async def Search(
         self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
     ) -> pb.SearchResponse:
-        queries = [_query(q, i) for i, q in enumerate(request.queries)]
+        queries = [convert.query(q, i) for i, q in enumerate(request.queries)]
         if len(queries) == 1 and queries[0].image is not None:
             where = request.filter.SerializeToString(deterministic=True)
-            key = (request.collection, tuple(request.depths), request.k or 10, where)
+            key = (request.collection, tuple(request.depths), request.k or DEFAULT_SEARCH_K, where)
             results = [await self.search_batcher.submit(key, queries[0])]
         else:
             results = await asyncio.to_thread(
@@ -258,7 +250,7 @@ class StrataServicer(pb_grpc.StrataServicer):
                 request.collection,
                 queries,
                 list(request.depths),
-                request.k or 10,
+                request.k or DEFAULT_SEARCH_K,
                 convert.search_filter(request.filter),
             )
         return pb.SearchResponse(queries=[convert.query_result(r) for r in results])
@@ -283,24 +275,13 @@ class StrataServicer(pb_grpc.StrataServicer):
         embeddings = await asyncio.to_thread(
             embed.embed_images,
             self.ctx,
-            [(i.uri, i.image) for i in request.images],
+            convert.named_images(request.images),
             collection=request.collection,
             backbone=request.backbone,
             depths=list(request.depths),
             pooling=request.pooling,
         )
-        return pb.EmbedResponse(
-            embeddings=[
-                pb.Embedding(
-                    uri=e.uri,
-                    vectors=[
-                        pb.DepthVector(depth=d, values=v.tolist()) for d, v in e.vectors.items()
-                    ],
-                    error=convert.error(e.error),
-                )
-                for e in embeddings
-            ]
-        )
+        return pb.EmbedResponse(embeddings=[convert.embedding(e) for e in embeddings])
 
     @unary
     async def Classify(
@@ -309,29 +290,8 @@ class StrataServicer(pb_grpc.StrataServicer):
         predictions = await asyncio.to_thread(
             classify.classify,
             self.ctx,
-            [(i.uri, i.image) for i in request.images],
-            request.k or 5,
+            convert.named_images(request.images),
+            request.k or DEFAULT_CLASSIFY_K,
             request.backbone or DEFAULT_BACKBONE,
         )
-        return pb.ClassifyResponse(
-            predictions=[
-                pb.Prediction(
-                    uri=p.uri,
-                    top=[pb.ClassScore(label=label, score=score) for label, score in p.top],
-                    error=convert.error(p.error),
-                )
-                for p in predictions
-            ]
-        )
-
-
-def _query(message: pb.Query, position: int) -> search.Query:
-    kind = message.WhichOneof("source")
-    name = message.name or f"query {position}"
-    if kind == "image":
-        return search.Query(name, image=message.image)
-    if kind == "item_id":
-        return search.Query(name, item_id=message.item_id)
-    if kind == "vector":
-        return search.Query(name, vector=np.asarray(message.vector.values, dtype=np.float32))
-    raise InvalidInput(f"query {name!r} is empty", hint="set image, item_id or vector")
+        return pb.ClassifyResponse(predictions=[convert.prediction(p) for p in predictions])

@@ -10,12 +10,10 @@ import numpy as np
 from indexer.catalog.collections import get_collection
 from indexer.catalog.context import Context
 from indexer.core.errors import InvalidInput
+from indexer.core.vocabulary import DEFAULT_DUPLICATE_THRESHOLD
 from indexer.store import label_repository, repository
 from indexer.store.vector_index import VectorIndex
 
-#: Cosine at the deepest depth: re-encoded, resized or brightened copies score 0.9-0.97,
-#: while 99.8% of CIFAR-10 images have no other image above 0.9 (their median is 0.74).
-DEFAULT_THRESHOLD = 0.9
 FIRST_K = 16
 CHUNK = 2048
 
@@ -34,7 +32,10 @@ class DuplicatesResult:
 
 
 def find_duplicates(
-    ctx: Context, collection_name: str, depth: str = "", threshold: float = DEFAULT_THRESHOLD
+    ctx: Context,
+    collection_name: str,
+    depth: str = "",
+    threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
 ) -> DuplicatesResult:
     """Groups of near-duplicates at `depth` (default: the collection's deepest)."""
     if not 0.0 < threshold <= 1.0:

@@ -19,8 +19,10 @@ DEPTH_PRESETS: tuple[str, ...] = ("edges", "parts", "semantics")
 POOLINGS: tuple[str, ...] = ("avg", "max", "gem")
 DEFAULT_POOLING = "avg"
 
-#: How a collection frames its images for the network (indexer.imaging.framing).
-FRAMINGS: tuple[str, ...] = ("center-crop", "whole")
+#: How a collection frames its images for the network (indexer.imaging.framing): "auto"
+#: sees thumbnails whole and photos with the ImageNet centre crop, per image. New
+#: collections get DEFAULT_FRAMING; existing ones keep the framing stored with them.
+FRAMINGS: tuple[str, ...] = ("center-crop", "whole", "auto")
 DEFAULT_FRAMING = "center-crop"
 
 #: Where a label came from: a person, or a prediction (which never overwrites a person's).
@@ -46,9 +48,13 @@ MAX_PIXELS = 64_000_000
 MAX_K = 1000
 MAX_IMAGES_PER_REQUEST = 256
 
-#: Defaults of the learning calls.
+#: Defaults of the query and learning calls.
+DEFAULT_SEARCH_K = 10
+DEFAULT_CLASSIFY_K = 5
 DEFAULT_FOLDS = 5
 DEFAULT_SUGGESTIONS = 10
+#: Duplicates: cosine at the deepest depth. Re-encoded, resized or brightened copies score
+#: 0.9-0.97, while 99.8% of CIFAR-10 images have no other image above 0.9 (median 0.74).
 DEFAULT_DUPLICATE_THRESHOLD = 0.9
 
 

@@ -22,12 +22,13 @@ import numpy as np
 from indexer.catalog.collections import CollectionInfo, get_collection
 from indexer.catalog.context import Context
 from indexer.core.errors import FailedPrecondition, InvalidInput
+from indexer.core.vocabulary import DEFAULT_FOLDS
 from indexer.learning import labelled_vectors, predictors
 from indexer.learning.evaluation import stratified_folds, usable_folds
 from indexer.learning.labelled_vectors import LabelledVectors
 from indexer.learning.neighbours import NeighbourGraph, neighbour_graph
 from indexer.learning.predictors import METHODS
-from indexer.learning.probes import DEFAULT_FOLDS, check_folds
+from indexer.learning.probes import check_folds
 from indexer.learning.selection import weighted_coverage
 from indexer.store import label_repository, repository
 from indexer.store.repository import DepthSpec

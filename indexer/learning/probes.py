@@ -17,6 +17,7 @@ from indexer.catalog.collections import CollectionInfo, get_collection
 from indexer.catalog.context import Context
 from indexer.catalog.embed import embed_images
 from indexer.core.errors import InvalidInput, NotFound, StrataError
+from indexer.core.vocabulary import DEFAULT_FOLDS
 from indexer.learning import labelled_vectors
 from indexer.learning.evaluation import (
     ClassMetric,
@@ -31,7 +32,6 @@ from indexer.store.repository import DepthSpec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FOLDS = 5
 MAX_FOLDS = 20
 
 
