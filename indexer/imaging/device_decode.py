@@ -98,7 +98,9 @@ def upright(image: torch.Tensor, orientation: int) -> torch.Tensor:
 
 def frame(image: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     """CxHxW uint8 -> crop x crop x 3 uint8: shorter side to `pre.resize` (antialiased, as
-    torchvision's Resize on tensors), then the centre `pre.crop`."""
+    torchvision's Resize on tensors), then the centre `pre.crop` ("auto" framing: by the
+    image's size, as on the CPU path)."""
+    pre = pre.for_image(int(image.shape[-1]), int(image.shape[-2]))
     resized = TF.resize(
         image, [pre.resize], interpolation=_INTERPOLATION[pre.interpolation], antialias=True
     )

@@ -21,6 +21,9 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bilinear"  # "bilinear" or "bicubic"
+    #: "auto" framing: images whose shorter side is below this many pixels are seen whole
+    #: (0: never; the plain recipes).
+    whole_below: int = 0
 
     def framed(self, framing: str) -> Preprocessing:
         """This preprocessing under a collection's framing.
@@ -28,11 +31,31 @@ class Preprocessing:
         "center-crop" is the ImageNet evaluation recipe (e.g. shorter side to 256, centre
         224), which drops the outer eighth of every side. "whole" resizes the shorter side
         straight to the input size, so a square image is seen whole: right for thumbnails
-        and tightly framed photos (CIFAR-style), whose border holds the object.
+        and tightly framed photos (CIFAR-style), whose border holds the object. "auto"
+        decides per image (`for_image`): thumbnails whole, photos by the ImageNet recipe.
         """
         if framing == "whole":
-            return replace(self, resize=self.crop)
-        return self
+            return replace(self, resize=self.crop, whole_below=0)
+        if framing == "auto":
+            return replace(self, whole_below=round(AUTO_WHOLE_BELOW * self.crop))
+        return replace(self, whole_below=0)
+
+    def for_image(self, width: int, height: int) -> Preprocessing:
+        """The plain recipe for one image of this (original, upright) size. Under "auto",
+        an image whose shorter side is below `whole_below` is a thumbnail, framed tightly
+        by whoever made it (CIFAR, product shots, icons): upscaled, it has no background
+        border for the centre crop to drop, only the object. Larger images are photos as
+        ImageNet's, where the crop removes clutter at the edges."""
+        if self.whole_below and min(width, height) < self.whole_below:
+            return replace(self, resize=self.crop, whole_below=0)
+        return replace(self, whole_below=0) if self.whole_below else self
+
+
+#: Under "auto" framing, images with a shorter side below this multiple of the input size
+#: (336 px for a 224 input) are seen whole. A camera photo or an ImageNet image (shorter
+#: side typically 333-500 px, often more) keeps the centre crop; a CIFAR image (32 px), a
+#: gallery thumbnail (100-300 px) is seen whole. bench/probe.py measures the choice.
+AUTO_WHOLE_BELOW = 1.5
 
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
@@ -55,17 +78,22 @@ def crop_box(width: int, height: int, pre: Preprocessing) -> tuple[float, float,
     return (left * sx, top * sy, (left + pre.crop) * sx, (top + pre.crop) * sy)
 
 
-def prepare_pixels(image: Image.Image, pre: Preprocessing) -> np.ndarray:
+def prepare_pixels(
+    image: Image.Image, pre: Preprocessing, size: tuple[int, int] | None = None
+) -> np.ndarray:
     """Resize the shorter side to `pre.resize`, centre-crop `pre.crop`; HxWx3 uint8.
+    `size` is the image's original (width, height) when `image` was draft-decoded smaller:
+    "auto" framing decides by it.
 
     Only the crop window is resampled: Pillow's filter still reads the source pixels just
     outside the box, so the output equals resize-then-crop while computing about 40% fewer
     pixels. reducing_gap shrinks large images by whole factors first (fast), then resamples.
     """
+    pre = pre.for_image(*(size or image.size))
     box = crop_box(image.width, image.height, pre)
-    size = (pre.crop, pre.crop)
-    if box != (0.0, 0.0, float(image.width), float(image.height)) or image.size != size:
-        image = image.resize(size, _RESAMPLE[pre.interpolation], box=box, reducing_gap=3.0)
+    out = (pre.crop, pre.crop)
+    if box != (0.0, 0.0, float(image.width), float(image.height)) or image.size != out:
+        image = image.resize(out, _RESAMPLE[pre.interpolation], box=box, reducing_gap=3.0)
     if image.mode != "RGB":
         image = image.convert("RGB")
     return np.asarray(image, dtype=np.uint8)
