@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from indexer.catalog.context import Context
 from indexer.backbones.wordnet import IMAGENET_CLASSES, Synset, hierarchy
+from indexer.catalog.context import Context
 from indexer.core.errors import InvalidInput, StrataError
-from indexer.core.vocabulary import DEFAULT_BACKBONE
+from indexer.core.vocabulary import DEFAULT_BACKBONE, check_request_size
 from indexer.engine.extract import embed_prepared
 from indexer.imaging.prepare import PreparedImage
 
@@ -41,12 +41,7 @@ def classify(
         raise InvalidInput(f"k={k} is out of range", hint=f"use 1..{MAX_TOP_K}")
     if not 0 <= coarse <= MAX_TOP_K:
         raise InvalidInput(f"coarse={coarse} is out of range", hint=f"use 0..{MAX_TOP_K}")
-    if len(images) > ctx.settings.max_images_per_request:
-        raise InvalidInput(
-            f"{len(images)} images in one call exceeds the limit of "
-            f"{ctx.settings.max_images_per_request}",
-            hint="split them over several calls",
-        )
+    check_request_size(len(images), ctx.settings.max_images_per_request, "images")
     backbone = ctx.backbones.get(backbone_name)
     prepared = ctx.prepare_images(images, backbone, backbone.spec.preprocessing)
     good = [p for p in prepared if isinstance(p, PreparedImage)]

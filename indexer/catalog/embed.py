@@ -9,8 +9,13 @@ import numpy as np
 
 from indexer.catalog.collections import get_collection
 from indexer.catalog.context import Context
-from indexer.core.errors import InvalidInput, StrataError
-from indexer.core.vocabulary import DEFAULT_BACKBONE, DEPTH_PRESETS, check_pooling
+from indexer.core.errors import StrataError
+from indexer.core.vocabulary import (
+    DEFAULT_BACKBONE,
+    DEPTH_PRESETS,
+    check_pooling,
+    check_request_size,
+)
 from indexer.engine.extract import embed_prepared
 from indexer.imaging.prepare import PreparedImage
 
@@ -32,12 +37,7 @@ def embed_images(
     pooling: str = "",
 ) -> list[Embedding]:
     """With `collection`, use its backbone, pooling, framing and (by default) depths."""
-    if len(images) > ctx.settings.max_images_per_request:
-        raise InvalidInput(
-            f"{len(images)} images in one call exceeds the limit of "
-            f"{ctx.settings.max_images_per_request}",
-            hint="split them over several calls",
-        )
+    check_request_size(len(images), ctx.settings.max_images_per_request, "images")
     if collection:
         info = get_collection(ctx, collection)
         loaded = ctx.backbones.get(info.backbone)

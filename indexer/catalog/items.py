@@ -9,7 +9,7 @@ import numpy as np
 
 from indexer.catalog.collections import get_collection
 from indexer.catalog.context import Context
-from indexer.core.errors import NotFound
+from indexer.core.errors import missing_items
 from indexer.store import repository
 from indexer.store.models import Item
 
@@ -61,9 +61,9 @@ def delete_items(ctx: Context, collection_name: str, ids: Sequence[int]) -> list
         found = repository.get_items(session, collection.id, wanted)
         missing = [i for i in wanted if i not in found]
         if missing:
-            raise NotFound(
-                f"item id(s) {', '.join(map(str, missing[:20]))} do not exist in collection "
-                f"{collection_name!r}",
+            raise missing_items(
+                missing,
+                collection_name,
                 hint="nothing was deleted; check the ids with `strata search` output",
             )
         repository.delete_items(session, collection.id, wanted)

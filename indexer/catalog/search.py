@@ -10,7 +10,8 @@ import numpy as np
 
 from indexer.catalog.collections import CollectionInfo, get_collection
 from indexer.catalog.context import Context
-from indexer.core.errors import InvalidInput, StrataError
+from indexer.core.errors import InvalidInput, StrataError, quote
+from indexer.core.vocabulary import check_request_size
 from indexer.engine.extract import embed_prepared
 from indexer.store import repository
 
@@ -63,12 +64,7 @@ def search(
         )
     if not 1 <= k <= ctx.settings.max_k:
         raise InvalidInput(f"k={k} is out of range", hint=f"use 1..{ctx.settings.max_k}")
-    if len(queries) > ctx.settings.max_images_per_request:
-        raise InvalidInput(
-            f"{len(queries)} queries in one call exceeds the limit of "
-            f"{ctx.settings.max_images_per_request}",
-            hint="split them over several calls",
-        )
+    check_request_size(len(queries), ctx.settings.max_images_per_request, "queries")
     collection = get_collection(ctx, collection_name)
     chosen = [collection.depth(d) for d in dict.fromkeys(depths)] or list(collection.depths)
     vectors = _query_vectors(ctx, collection, queries, [d.name for d in chosen])
@@ -105,7 +101,7 @@ def _query_vectors(
         given = sum(x is not None for x in (query.image, query.item_id, query.vector))
         if given != 1:
             raise InvalidInput(
-                f"query {query.name!r} must give exactly one of image, item id or vector",
+                f"query {quote(query.name)} must give exactly one of image, item id or vector",
                 hint="send one kind of query per entry",
             )
         if query.image is not None:
@@ -146,13 +142,13 @@ def _raw_vector(
     if len(depths) != 1 or not matching:
         dims = ", ".join(f"{d.name}={d.dim}" for d in collection.depths)
         raise InvalidInput(
-            f"vector query {query.name!r} has {len(vector)} dims; it needs exactly one depth "
+            f"vector query {quote(query.name)} has {len(vector)} dims; it needs exactly one depth "
             f"of that size",
             hint=f"name one depth; this collection's dims are {dims}",
         )
     norm = float(np.linalg.norm(vector))
     if not np.isfinite(norm) or norm == 0.0:
-        raise InvalidInput(f"vector query {query.name!r} is zero or not finite")
+        raise InvalidInput(f"vector query {quote(query.name)} is zero or not finite")
     return {matching[0]: vector / norm}
 
 

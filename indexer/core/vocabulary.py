@@ -66,10 +66,9 @@ def check_pooling(pooling: str) -> str:
     return pooling
 
 
-def check_request_size(count: int, limit: int, what: str = "images") -> None:
+def check_request_size(
+    count: int, limit: int, what: str = "images", hint: str = "split them over several calls"
+) -> None:
     """Refuse a call carrying more than `limit` things; the fix is on the caller's side."""
     if count > limit:
-        raise InvalidInput(
-            f"{count} {what} in one call exceeds the limit of {limit}",
-            hint="split them over several calls",
-        )
+        raise InvalidInput(f"{count} {what} in one call exceeds the limit of {limit}", hint=hint)

@@ -16,7 +16,7 @@ import numpy as np
 from indexer.catalog.collections import CollectionInfo, get_collection
 from indexer.catalog.context import Context
 from indexer.catalog.embed import embed_images
-from indexer.core.errors import InvalidInput, NotFound, StrataError
+from indexer.core.errors import InvalidInput, NotFound, StrataError, missing_items
 from indexer.core.vocabulary import DEFAULT_FOLDS
 from indexer.learning import labelled_vectors
 from indexer.learning.evaluation import (
@@ -174,9 +174,9 @@ def predict_probe(
         uris = label_repository.item_uris(session, collection.id, wanted)
         missing = [i for i in wanted if i not in uris]
         if missing:
-            raise NotFound(
-                f"item id(s) {', '.join(map(str, missing[:20]))} do not exist in collection "
-                f"{collection_name!r}",
+            raise missing_items(
+                missing,
+                collection_name,
                 hint="ids come from `strata index` or `strata search` output",
             )
         found = {
