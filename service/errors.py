@@ -21,7 +21,14 @@ _CODES: list[tuple[type[errors.StrataError], grpc.StatusCode]] = [
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.Aborted, grpc.StatusCode.ABORTED),
+    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
 ]
+
+
+def details(error: errors.StrataError) -> str:
+    """The status details of `error`, never longer than gRPC's metadata can carry."""
+    return errors.clip(str(error), 2 * errors.MESSAGE_LIMIT)
 
 
 def status_for(error: errors.StrataError) -> grpc.StatusCode:
@@ -42,7 +49,7 @@ def unary(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         try:
             return await method(self, request, context)
         except errors.StrataError as exc:
-            await context.abort(status_for(exc), str(exc))
+            await context.abort(status_for(exc), details(exc))
         except grpc.aio.AbortError:
             raise
         except Exception:
@@ -68,7 +75,7 @@ def streaming(
             async for item in method(self, request, context):
                 yield item
         except errors.StrataError as exc:
-            await context.abort(status_for(exc), str(exc))
+            await context.abort(status_for(exc), details(exc))
         except grpc.aio.AbortError:
             raise
         except Exception:

@@ -16,7 +16,7 @@ from torch import nn
 
 from indexer.backbones.registry import get_backbone
 from indexer.backbones.spec import BackboneSpec, LayerInfo
-from indexer.core.errors import NotFound
+from indexer.core.errors import NotFound, quote
 from indexer.core.vocabulary import DEPTH_PRESETS
 
 _lock = threading.Lock()
@@ -74,7 +74,7 @@ def resolve_layer(spec: BackboneSpec, depth: str) -> LayerInfo:
         if info.name == layer:
             return info
     raise NotFound(
-        f"unknown layer or depth {depth!r} for backbone {spec.name!r}",
+        f"unknown layer or depth {quote(depth)} for backbone {quote(spec.name)}",
         hint=f"use a preset ({', '.join(spec.presets)}) or a layer name from "
         f"`strata layers --backbone {spec.name}`",
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from indexer.backbones.spec import BackboneSpec
-from indexer.core.errors import NotFound
+from indexer.core.errors import NotFound, quote
 
 _REGISTRY: dict[str, BackboneSpec] = {}
 
@@ -15,7 +15,7 @@ def register(factory: Callable[[], BackboneSpec]) -> Callable[[], BackboneSpec]:
     """Decorator for a function that returns a spec; the spec is registered under its name."""
     spec = factory()
     if spec.name in _REGISTRY:
-        raise ValueError(f"backbone {spec.name!r} registered twice")
+        raise ValueError(f"backbone {quote(spec.name)} registered twice")
     _REGISTRY[spec.name] = spec
     return factory
 
@@ -25,11 +25,10 @@ def get_backbone(name: str) -> BackboneSpec:
         return _REGISTRY[name]
     except KeyError:
         raise NotFound(
-            f"unknown backbone {name!r}",
+            f"unknown backbone {quote(name)}",
             hint=f"choose one of: {', '.join(sorted(_REGISTRY))} (see `strata layers`)",
         ) from None
 
 
 def list_backbones() -> list[BackboneSpec]:
     return [_REGISTRY[name] for name in sorted(_REGISTRY)]
-

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from indexer.backbones.registry import get_backbone
 from indexer.catalog.context import Context
-from indexer.core.errors import InvalidInput, NotFound
+from indexer.core.errors import InvalidInput, NotFound, quote
 from indexer.core.vocabulary import (
     DEFAULT_BACKBONE,
     DEFAULT_FRAMING,
@@ -39,7 +39,7 @@ class CollectionInfo:
             if depth.name == name:
                 return depth
         raise NotFound(
-            f"collection {self.name!r} has no depth {name!r}",
+            f"collection {quote(self.name)} has no depth {quote(name)}",
             hint=f"its depths are: {', '.join(d.name for d in self.depths)}",
         )
 
@@ -69,13 +69,13 @@ def create_collection(
 ) -> CollectionInfo:
     if not _NAME.match(name):
         raise InvalidInput(
-            f"collection name {name!r} is not valid",
+            f"collection name {quote(name)} is not valid",
             hint="use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
         )
     check_pooling(pooling)
     if framing not in FRAMINGS:
         raise InvalidInput(
-            f"framing {framing!r} is not known",
+            f"framing {quote(framing)} is not known",
             hint=f"use one of: {', '.join(FRAMINGS)} (whole suits thumbnails such as CIFAR)",
         )
     depths = list(dict.fromkeys(d.strip() for d in depths if d.strip()))

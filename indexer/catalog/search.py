@@ -11,6 +11,7 @@ import numpy as np
 from indexer.catalog.collections import CollectionInfo, get_collection
 from indexer.catalog.context import Context
 from indexer.core.errors import InvalidInput, StrataError, quote
+from indexer.core.validation import check_filter
 from indexer.core.vocabulary import check_request_size
 from indexer.engine.extract import embed_prepared
 from indexer.store import repository
@@ -65,6 +66,8 @@ def search(
     if not 1 <= k <= ctx.settings.max_k:
         raise InvalidInput(f"k={k} is out of range", hint=f"use 1..{ctx.settings.max_k}")
     check_request_size(len(queries), ctx.settings.max_images_per_request, "queries")
+    if where:
+        check_filter(where.labels_any, where.metadata)
     collection = get_collection(ctx, collection_name)
     chosen = [collection.depth(d) for d in dict.fromkeys(depths)] or list(collection.depths)
     vectors = _query_vectors(ctx, collection, queries, [d.name for d in chosen])
@@ -146,10 +149,19 @@ def _raw_vector(
             f"of that size",
             hint=f"name one depth; this collection's dims are {dims}",
         )
-    norm = float(np.linalg.norm(vector))
-    if not np.isfinite(norm) or norm == 0.0:
-        raise InvalidInput(f"vector query {quote(query.name)} is zero or not finite")
-    return {matching[0]: vector / norm}
+    if not np.isfinite(vector).all():
+        raise InvalidInput(
+            f"vector query {quote(query.name)} holds NaN or infinite values",
+            hint="send finite numbers",
+        )
+    # Scale by the largest magnitude first, in float64: the squares of finite float32
+    # values as tiny as 1e-30 or as huge as 1e30 must neither underflow nor overflow.
+    wide = vector.astype(np.float64)
+    peak = float(np.abs(wide).max(initial=0.0))
+    if peak == 0.0:
+        raise InvalidInput(f"vector query {quote(query.name)} is all zeros", hint="a direction")
+    wide /= peak
+    return {matching[0]: (wide / np.linalg.norm(wide)).astype(np.float32)}
 
 
 def _resolve_hits(

@@ -10,7 +10,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from indexer.core.errors import FailedPrecondition
+from indexer.core.errors import FailedPrecondition, quote
 from indexer.core.vocabulary import ENGINES, PRECISIONS
 
 
@@ -33,11 +33,11 @@ class RuntimeOptions:
     def validate(self) -> None:
         if self.engine not in ENGINES:
             raise EngineSettingError(
-                f"unknown engine {self.engine!r}", hint=f"choose one of: {', '.join(ENGINES)}"
+                f"unknown engine {quote(self.engine)}", hint=f"choose one of: {', '.join(ENGINES)}"
             )
         if self.precision not in PRECISIONS:
             raise EngineSettingError(
-                f"unknown precision {self.precision!r}",
+                f"unknown precision {quote(self.precision)}",
                 hint=f"choose one of: {', '.join(PRECISIONS)}",
             )
 

@@ -22,7 +22,7 @@ from typing import Final
 import numpy as np
 from PIL import ExifTags, Image, ImageFile
 
-from indexer.core.errors import InvalidImage
+from indexer.core.errors import InvalidImage, quote
 from indexer.core.vocabulary import MAX_PIXELS
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def decode_image(
     if min_side is not None and min_side < 1:
         raise ValueError(f"min_side must be >= 1, got {min_side}")
     if not data:
-        raise InvalidImage(f"{name!r}: empty file (0 bytes)", hint="send the file's contents")
+        raise InvalidImage(f"{quote(name)}: empty file (0 bytes)", hint="send the file's contents")
     _warn_if_truncation_allowed()
 
     fmt = "image"
@@ -147,7 +147,8 @@ def decode_image(
                 fmt = "JPEG" if src.format == "MPO" else (src.format or "unknown")
                 if fmt not in ALLOWED_FORMATS:  # defensive: a plugin reporting another name
                     raise InvalidImage(
-                        f"{name!r}: {fmt} is not an accepted format; accepted formats: {_ACCEPTED}",
+                        f"{quote(name)}: {fmt} is not an accepted format; "
+                        f"accepted formats: {_ACCEPTED}",
                         hint=_HINT_CONVERT,
                     )
                 width, height = src.size
@@ -179,14 +180,16 @@ def decode_image(
         # "Truncated File Read"; everything else in this family is damaged data.
         reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
         logger.debug("refusing %r: %s %s data", name, reason, fmt, exc_info=True)
-        raise InvalidImage(f"{name!r}: {reason} {fmt} data ({exc})", hint=_HINT_REEXPORT) from None
+        raise InvalidImage(
+            f"{quote(name)}: {reason} {fmt} data ({exc})", hint=_HINT_REEXPORT
+        ) from None
     except Exception as exc:
         # SyntaxError, ValueError, struct.error, EOFError, IndexError, ... from a plugin's
         # parser: never let a raw Pillow exception reach the caller.
         logger.debug("refusing %r: undecodable %s data", name, fmt, exc_info=True)
         detail = str(exc) or type(exc).__name__
         raise InvalidImage(
-            f"{name!r}: corrupt {fmt} data ({detail})", hint=_HINT_REEXPORT
+            f"{quote(name)}: corrupt {fmt} data ({detail})", hint=_HINT_REEXPORT
         ) from None
 
     return DecodedImage(image=rgb, width=width, height=height, format=fmt)
@@ -211,10 +214,12 @@ def _warn_if_truncation_allowed() -> None:
 def _check_pixels(name: str, width: int, height: int, max_pixels: int) -> None:
     pixels = width * height
     if width < 1 or height < 1:
-        raise InvalidImage(f"{name!r}: image has no pixels ({width}×{height})", hint=_HINT_REEXPORT)
+        raise InvalidImage(
+            f"{quote(name)}: image has no pixels ({width}×{height})", hint=_HINT_REEXPORT
+        )
     if pixels > max_pixels:
         raise InvalidImage(
-            f"{name!r}: decompression bomb: {width}×{height} = {pixels} pixels exceeds the "
+            f"{quote(name)}: decompression bomb: {width}×{height} = {pixels} pixels exceeds the "
             f"limit of {max_pixels}",
             hint=f"downscale the image to at most {max_pixels} pixels",
         )
@@ -232,7 +237,7 @@ def _pillow_bomb(exc: Exception, name: str, max_pixels: int) -> InvalidImage:
     claimed = f"{int(found.group(1))} pixels" if found else "a pixel count"
     logger.debug("refusing %r: Pillow bomb check: %s", name, exc)
     return InvalidImage(
-        f"{name!r}: decompression bomb: the header claims {claimed}, which exceeds the limit "
+        f"{quote(name)}: decompression bomb: the header claims {claimed}, which exceeds the limit "
         f"of {limit}",
         hint=f"downscale the image to at most {limit} pixels",
     )
@@ -242,7 +247,9 @@ def _unrecognised(data: bytes, name: str) -> InvalidImage:
     damaged = _sniff_allowed(data)
     if damaged:
         # Pillow's plugin recognised the magic number but could not parse the header.
-        return InvalidImage(f"{name!r}: corrupt or truncated {damaged} header", hint=_HINT_REEXPORT)
+        return InvalidImage(
+            f"{quote(name)}: corrupt or truncated {damaged} header", hint=_HINT_REEXPORT
+        )
     sniffed = _sniff_off_list(data)
     if sniffed:
         reason = f"{sniffed} is not an accepted format"
@@ -250,7 +257,9 @@ def _unrecognised(data: bytes, name: str) -> InvalidImage:
         reason = "only whitespace, not a recognised image"
     else:
         reason = "not a recognised image"
-    return InvalidImage(f"{name!r}: {reason}; accepted formats: {_ACCEPTED}", hint=_HINT_CONVERT)
+    return InvalidImage(
+        f"{quote(name)}: {reason}; accepted formats: {_ACCEPTED}", hint=_HINT_CONVERT
+    )
 
 
 def _sniff_allowed(data: bytes) -> str | None:
@@ -328,7 +337,7 @@ def _to_rgb(image: Image.Image, name: str) -> Image.Image:
         return image.convert("RGB")
     except ValueError as exc:
         raise InvalidImage(
-            f"{name!r}: unsupported pixel mode {mode} ({exc})",
+            f"{quote(name)}: unsupported pixel mode {mode} ({exc})",
             hint="convert the image to 8-bit RGB",
         ) from None
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from indexer.catalog.collections import get_collection
 from indexer.catalog.context import Context
-from indexer.core.errors import InvalidInput, NotFound
+from indexer.core.errors import InvalidInput, NotFound, quote
 from indexer.store import label_repository, repository
 
 DEFAULT_CHANNELS = 8
@@ -68,7 +68,7 @@ def top_channels(
             squares += np.square(matrix, dtype=np.float64).sum(axis=0)
         if count == 0:
             raise NotFound(
-                f"collection {collection_name!r} has no vectors at depth {spec.name!r}",
+                f"collection {quote(collection_name)} has no vectors at depth {quote(spec.name)}",
                 hint="add images first: strata index",
             )
         variance = np.maximum(squares / count - np.square(total / count), 0.0)

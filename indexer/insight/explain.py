@@ -23,7 +23,7 @@ from PIL import Image
 from indexer.backbones.wordnet import IMAGENET_CLASSES, hierarchy
 from indexer.catalog.collections import CollectionInfo, get_collection
 from indexer.catalog.context import Context
-from indexer.core.errors import InvalidInput, NotFound, StrataError
+from indexer.core.errors import InvalidInput, NotFound, StrataError, quote
 from indexer.core.vocabulary import check_request_size
 from indexer.engine.extract import to_batch
 from indexer.engine.graph import TapGraph
@@ -75,7 +75,7 @@ def explain(
     fixed_class = _imagenet_index(backbone, imagenet_class) if imagenet_class else None
     if probe is not None and label not in probe.classes:
         raise NotFound(
-            f"the probe at depth {probe.depth!r} has no label {label!r}",
+            f"the probe at depth {quote(probe.depth)} has no label {quote(label)}",
             hint=f"its labels are: {', '.join(probe.classes)}",
         )
     if probe is None:
@@ -142,7 +142,7 @@ def _grad_cam(
         )
     if cam.dim() != 4:
         raise InvalidInput(
-            f"depth {spec.name!r} ({spec.layer}) has no spatial map to explain",
+            f"depth {quote(spec.name)} ({spec.layer}) has no spatial map to explain",
             hint="explain a convolutional depth, e.g. edges, parts or semantics",
         )
     cam = cam.detach().float()[:, 0]
@@ -176,9 +176,9 @@ def _probe(ctx: Context, collection: CollectionInfo, depth: str) -> StoredProbe:
         wanted = collection.depth(depth).name
         probes = [p for p in probes if p.depth == wanted]
     if not probes:
-        where = f" at depth {depth!r}" if depth else ""
+        where = f" at depth {quote(depth)}" if depth else ""
         raise NotFound(
-            f"collection {collection.name!r} has no trained probe{where}",
+            f"collection {quote(collection.name)} has no trained probe{where}",
             hint=f"train one first: strata probe --collection {collection.name}",
         )
     return max(probes, key=lambda p: float(p.metrics.get("accuracy", 0.0)))  # type: ignore[arg-type]
@@ -192,7 +192,7 @@ def _depth(collection: CollectionInfo, depth: str) -> DepthSpec:
 def _check_imagenet_head(backbone: LoadedBackbone) -> None:
     if len(backbone.spec.categories) != IMAGENET_CLASSES:
         raise InvalidInput(
-            f"backbone {backbone.spec.name!r} has no ImageNet-1k head",
+            f"backbone {quote(backbone.spec.name)} has no ImageNet-1k head",
             hint="explain a probe label instead (--label)",
         )
 
@@ -210,7 +210,7 @@ def _imagenet_index(backbone: LoadedBackbone, name: str) -> int:
             if name in (synset.wnid, synset.name):
                 return index
     raise NotFound(
-        f"{name!r} is not an ImageNet class of backbone {backbone.spec.name!r}",
+        f"{quote(name)} is not an ImageNet class of backbone {quote(backbone.spec.name)}",
         hint="give a class name as `strata classify` prints it, a wnid (n02123045) or 0..999",
     )
 

@@ -175,6 +175,12 @@ def _choose(
             ensemble.candidate.cv_accuracy,
         )
     allowed = [f for f in fitted if f.candidate.method in chosen]
+    if not allowed:  # only an ensemble was asked for, and there was none to build
+        raise InvalidInput(
+            f"methods=['ensemble'] needs two or more depths with vectors for every item; "
+            f"got {len(specs)} depth(s)",
+            hint="name several depths (or none, for every depth), or add another method",
+        )
     best = max(allowed, key=lambda f: f.candidate.cv_accuracy)
     return best, Choice(best.candidate, [f.candidate for f in fitted])
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from indexer.core.errors import FailedPrecondition
+from indexer.core.validation import check_seed
 
 #: The fold of an item whose class has a single example: always trained on, never held out.
 ALWAYS_TRAIN = -1
@@ -19,7 +20,7 @@ def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
     classes so fold sizes stay within one of each other (as scikit-learn's StratifiedKFold).
     A class with a single example gets ALWAYS_TRAIN: it cannot be held out and learnt.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     assignment = np.full(len(y), ALWAYS_TRAIN, dtype=np.int64)
     offset = 0
     for label in np.unique(y):

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 from indexer.catalog.collections import get_collection
 from indexer.catalog.context import Context
-from indexer.core.errors import InvalidInput, NotFound
+from indexer.core.errors import InvalidInput, NotFound, missing_items, quote
+from indexer.core.validation import check_confidence, check_id, check_label
 from indexer.core.vocabulary import HUMAN, LABEL_SOURCES
 from indexer.store import label_repository
 from indexer.store.label_repository import LabelRow
 
-MAX_LABEL_LENGTH = 200
 EXPORT_COLUMNS = ("id", "uri", "label", "source", "confidence")
 
 
@@ -33,22 +33,10 @@ class ImportResult:
     labels: int  # label rows written
 
 
-def check_label(label: str, where: str) -> str:
-    label = label.strip()
-    if not label:
-        raise InvalidInput(f"{where}: the label is empty", hint="give every item a label name")
-    if len(label) > MAX_LABEL_LENGTH:
-        raise InvalidInput(
-            f"{where}: label {label[:40]!r}… is longer than {MAX_LABEL_LENGTH} characters",
-            hint="use a shorter class name",
-        )
-    return label
-
-
 def check_source(source: str) -> str | None:
     """'' means both sources."""
     if source and source not in LABEL_SOURCES:
-        raise InvalidInput(f"unknown label source {source!r}", hint="use human or predicted")
+        raise InvalidInput(f"unknown label source {quote(source)}", hint="use human or predicted")
     return source or None
 
 
@@ -100,7 +88,7 @@ def import_csv(ctx: Context, collection_name: str, text: str, key: str = "") -> 
     """Import labels from CSV text; `key` ("uri" or "id") overrides the detected key column.
     All or nothing: a bad row or an unknown uri/id refuses the whole file."""
     if key not in ("", "uri", "id"):
-        raise InvalidInput(f"unknown key column {key!r}", hint="use uri or id")
+        raise InvalidInput(f"unknown key column {quote(key)}", hint="use uri or id")
     collection = get_collection(ctx, collection_name)
     records, key = _parse(text, key)
     with ctx.sessions.begin() as session:
@@ -110,10 +98,10 @@ def import_csv(ctx: Context, collection_name: str, text: str, key: str = "") -> 
             missing = [f"line {r.line}: id {r.key}" for r in records if ids[r.key] not in known]
         else:
             ids = label_repository.ids_by_uri(session, collection.id, [r.key for r in records])
-            missing = [f"line {r.line}: uri {r.key!r}" for r in records if r.key not in ids]
+            missing = [f"line {r.line}: uri {quote(r.key)}" for r in records if r.key not in ids]
         if missing:
             raise NotFound(
-                f"{len(missing)} row(s) name items not in collection {collection_name!r}: "
+                f"{len(missing)} row(s) name items not in collection {quote(collection_name)}: "
                 + "; ".join(missing[:10]),
                 hint="nothing was imported; fix or remove those rows (uris must match the "
                 "ones given at index time)",
@@ -142,20 +130,20 @@ class _Record:
 
 
 def _parse(text: str, key: str) -> tuple[list[_Record], str]:
-    rows = [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text)), 1) if any(row)]
+    rows = _read_rows(text.removeprefix("\ufeff"))  # a BOM from a spreadsheet export
     if not rows:
         raise InvalidInput("the CSV file has no rows", hint="give uri,label or id,label rows")
     header = [cell.strip().lower() for cell in rows[0][1]]
     if "label" in header and ("uri" in header or "id" in header):
         key = key or ("uri" if "uri" in header else "id")
         if key not in header:
-            raise InvalidInput(f"the CSV header has no {key!r} column", hint="check --by")
+            raise InvalidInput(f"the CSV header has no {quote(key)} column", hint="check --by")
         columns = {name: header.index(name) for name in header}
         rows = rows[1:]
     else:
         columns = {"label": 1}
         if not key:
-            key = "id" if all(r[0].strip().isdigit() for _, r in rows) else "uri"
+            key = "id" if all(r[0].strip().isdecimal() for _, r in rows) else "uri"
         columns[key] = 0
     records = []
     for line, row in rows:
@@ -163,19 +151,38 @@ def _parse(text: str, key: str) -> tuple[list[_Record], str]:
         if len(row) <= max(columns[key], columns["label"]):
             raise InvalidInput(f"{where}: expected {key},label", hint="one item and label a row")
         item = row[columns[key]].strip()
-        if key == "id" and not item.isdigit():
-            raise InvalidInput(f"{where}: id {item!r} is not a number", hint="or use --by uri")
+        if key == "id":
+            item = str(check_id(item, where))
         source = _cell(row, columns.get("source")) or HUMAN
         if source not in LABEL_SOURCES:
-            raise InvalidInput(f"{where}: source {source!r}", hint="use human or predicted")
+            raise InvalidInput(f"{where}: source {quote(source)}", hint="use human or predicted")
         confidence = _cell(row, columns.get("confidence")) or "1"
         try:
             value = float(confidence)
         except ValueError:
-            raise InvalidInput(f"{where}: confidence {confidence!r} is not a number") from None
+            raise InvalidInput(f"{where}: confidence {quote(confidence)} is not a number") from None
+        check_confidence(value, where)
         label = check_label(row[columns["label"]], where)
         records.append(_Record(line, item, label, source, value))
     return records, key
+
+
+def _read_rows(text: str) -> list[tuple[int, list[str]]]:
+    """Non-empty rows with their line numbers; a field over the csv module's limit is refused
+    by line (it would otherwise escape as csv.Error)."""
+    reader = csv.reader(io.StringIO(text))
+    rows: list[tuple[int, list[str]]] = []
+    try:
+        for row in reader:
+            if any(row):
+                rows.append((reader.line_num, row))
+    except csv.Error as exc:
+        raise InvalidInput(
+            f"CSV line {reader.line_num}: {exc} (a field may hold at most "
+            f"{csv.field_size_limit():,} characters)",
+            hint="check the quoting of that line; labels and uris are short",
+        ) from None
+    return rows
 
 
 def _cell(row: list[str], column: int | None) -> str:
@@ -184,8 +191,8 @@ def _cell(row: list[str], column: int | None) -> str:
 
 def _refuse_missing(missing: list[int], collection_name: str) -> None:
     if missing:
-        raise NotFound(
-            f"item id(s) {', '.join(map(str, missing[:20]))} do not exist in collection "
-            f"{collection_name!r}",
+        raise missing_items(
+            missing,
+            collection_name,
             hint="nothing was changed; ids come from `strata index` or `strata search` output",
         )

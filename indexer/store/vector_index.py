@@ -394,7 +394,13 @@ class VectorIndex:
             built = replace(self.built, nprobe=self.nprobe)
             blob, manifest = encode_index(self._index, self.dim, self.ids(), built)
             self.dirty = False
-        write_index_file(path, blob, manifest)
+        try:
+            write_index_file(path, blob, manifest)
+        except BaseException:
+            # Not saved: stay dirty so the next periodic save (or shutdown) tries again.
+            with self._lock:
+                self.dirty = True
+            raise
         return manifest
 
     @classmethod
