@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from indexer.backbones.spec import BackboneSpec, LayerInfo
+from indexer.backbones.wordnet import Synset
 from indexer.catalog import classify, embed, ingest
 from indexer.catalog.collections import CollectionInfo
 from indexer.catalog.items import ItemInfo
@@ -136,9 +137,21 @@ def embedding(value: embed.Embedding) -> pb.Embedding:
     )
 
 
+def class_score(label: str, score: float, synset: Synset | None) -> pb.ClassScore:
+    if synset is None:
+        return pb.ClassScore(label=label, score=score)
+    return pb.ClassScore(label=label, score=score, wnid=synset.wnid, path=list(synset.path))
+
+
 def prediction(value: classify.Prediction) -> pb.Prediction:
+    """Top classes with their WordNet id and path, and the coarse categories when asked."""
+    synsets: list[Synset | None] = [*value.synsets] or [None] * len(value.top)
     return pb.Prediction(
         uri=value.uri,
-        top=[pb.ClassScore(label=label, score=score) for label, score in value.top],
+        top=[
+            class_score(label, score, synset)
+            for (label, score), synset in zip(value.top, synsets, strict=True)
+        ],
+        coarse=[class_score(s.name, total, s) for s, total in value.coarse],
         error=error(value.error),
     )

@@ -1,15 +1,11 @@
-"""Translation between the Insight service's protobuf messages and indexer.insight records
-(and the WordNet fields of Classify's answer)."""
+"""Translation between the Insight service's protobuf messages and indexer.insight records."""
 
 from __future__ import annotations
 
-from indexer.backbones.wordnet import Synset
-from indexer.catalog import classify
 from indexer.insight.channels import ChannelsReport
 from indexer.insight.explain import Explanation
 from service import convert
 from service.generated.strata.v1 import insight_pb2 as pb
-from service.generated.strata.v1 import strata_pb2
 
 
 def explanation(value: Explanation) -> pb.Explanation:
@@ -45,24 +41,4 @@ def channels(report: ChannelsReport) -> pb.ChannelsResponse:
             )
             for c in report.channels
         ],
-    )
-
-
-def class_score(label: str, score: float, synset: Synset | None) -> strata_pb2.ClassScore:
-    if synset is None:
-        return strata_pb2.ClassScore(label=label, score=score)
-    return strata_pb2.ClassScore(label=label, score=score, wnid=synset.wnid, path=list(synset.path))
-
-
-def prediction(value: classify.Prediction) -> strata_pb2.Prediction:
-    """Classify's answer with each class's WordNet id and path, and the coarse categories."""
-    synsets: list[Synset | None] = [*value.synsets] or [None] * len(value.top)
-    return strata_pb2.Prediction(
-        uri=value.uri,
-        top=[
-            class_score(label, score, synset)
-            for (label, score), synset in zip(value.top, synsets, strict=True)
-        ],
-        coarse=[class_score(s.name, total, s) for s, total in value.coarse],
-        error=convert.error(value.error),
     )

@@ -295,3 +295,4 @@ class StrataServicer(pb_grpc.StrataServicer):
             request.backbone or DEFAULT_BACKBONE,
         )
         return pb.ClassifyResponse(predictions=[convert.prediction(p) for p in predictions])
+            request.coarse,
