@@ -293,6 +293,6 @@ class StrataServicer(pb_grpc.StrataServicer):
             convert.named_images(request.images),
             request.k or DEFAULT_CLASSIFY_K,
             request.backbone or DEFAULT_BACKBONE,
+            request.coarse,
         )
         return pb.ClassifyResponse(predictions=[convert.prediction(p) for p in predictions])
-            request.coarse,
