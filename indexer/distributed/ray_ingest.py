@@ -220,6 +220,9 @@ def _pipeline(
             batch_size=options.decode_batch,
             batch_format="numpy",
             num_cpus=1,
+            # A task pool of its own size keeps decoding in CPU tasks: Ray Data would fuse
+            # it into the actors' stage otherwise (when the sizes are equal it still does).
+            compute=ray.data.TaskPoolStrategy(size=max(1, cpus)),
         )
         .map_batches(
             Embedder,
@@ -229,6 +232,8 @@ def _pipeline(
             batch_format="numpy",
             # A GPU each where there are GPUs; the CPU engine (OpenVINO/torch) elsewhere.
             **({"num_gpus": 1} if gpus else {"num_cpus": 1}),
+            # Ray Data restarts a killed actor and retries its batches (max_restarts=-1,
+            # max_task_retries=-1 by default); the writes are idempotent either way.
         )
     )
 

@@ -8,13 +8,19 @@ from collections.abc import Iterator
 
 from tqdm import tqdm
 
-from service.cli.inputs import expand_paths
+from service.cli.inputs import UsageError, expand_paths
 from service.cli.output import emit
 from service.client import ImageToAdd, StrataClient
 
 
 def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
     paths = expand_paths(args.paths)
+    if args.ray:  # on a Ray cluster, straight into the database; no server involved
+        from service.cli.ray_index import cmd_index_ray
+
+        return cmd_index_ray(args, paths)
+    if args.database:
+        raise UsageError("--database goes with --ray (without it, the server writes)")
     failed: list[dict[str, str]] = []
     counts = {"added": 0, "replaced": 0, "unchanged": 0}
 
@@ -72,4 +78,23 @@ def register(commands: argparse._SubParsersAction, client_options: argparse.Argu
         help="store the ImageNet top-1 WordNet tags as metadata (search with --meta tag.dog=1)",
     )
     index.add_argument("--quiet", action="store_true", help="no progress bar")
+    ray = index.add_argument_group("distributed ingest (pip install 'strata[ray]')")
+    ray.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="embed on this Ray cluster ('local': start one on this machine's cores) and "
+        "write straight into --database",
+    )
+    ray.add_argument(
+        "--database", metavar="URL", default=None, help="the collection's database (with --ray)"
+    )
+    ray.add_argument(
+        "--ray-actors",
+        type=int,
+        default=0,
+        metavar="N",
+        help="embedding actors (default: one per GPU, else one per 4 CPUs)",
+    )
+    ray.add_argument("--device", default=None, help="actors' device: auto, cpu, cuda (with --ray)")
     index.set_defaults(run=cmd_index)
