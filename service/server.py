@@ -15,18 +15,29 @@ from grpc_reflection.v1alpha import reflection
 
 from indexer.catalog import collections
 from indexer.catalog.context import Context
-from indexer.core.settings import Settings
 from service.auth import TokenAuthInterceptor
+from service.browse_servicer import BROWSE_SERVICE_NAME, add_browse_service
 from service.generated.strata.v1 import strata_pb2, strata_pb2_grpc
 from service.insight_servicer import INSIGHT_SERVICE_NAME, add_insight_service
 from service.labels_servicer import LABELS_SERVICE_NAME, add_labels_service
+from service.limits import AdmissionInterceptor, grpc_backstop
+from service.replica import Replica
 from service.servicer import StrataServicer
+from service.settings import ServiceSettings
 from service.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = strata_pb2.DESCRIPTOR.services_by_name["Strata"].full_name
 SHUTDOWN_GRACE_S = 10.0
+#: Health entries: the server as a whole ("") and each strata.v1 service.
+HEALTH_NAMES = (
+    "",
+    SERVICE_NAME,
+    LABELS_SERVICE_NAME,
+    INSIGHT_SERVICE_NAME,
+    BROWSE_SERVICE_NAME,
+)
 
 
 @dataclass
@@ -36,6 +47,8 @@ class RunningServer:
     ctx: Context
     health: health.aio.HealthServicer
     saver: asyncio.Task[None] | None = None
+    #: The change-log follower, lag health and metrics (service/replica.py).
+    replica: Replica | None = None
 
     async def stop(self, grace: float | None = SHUTDOWN_GRACE_S) -> None:
         """Flip health to NOT_SERVING, let in-flight calls finish, save indexes."""
@@ -43,36 +56,49 @@ class RunningServer:
         if self.saver is not None:
             self.saver.cancel()
         await self.server.stop(grace)
+        if self.replica is not None:
+            await self.replica.stop()
         await asyncio.to_thread(self.ctx.close)
 
 
-async def create_server(settings: Settings, address: str | None = None) -> RunningServer:
+async def create_server(settings: ServiceSettings, address: str | None = None) -> RunningServer:
     """Build and start a server on `address` (port 0 picks a free one); returns it running.
 
     Every collection's indexes are opened, checked and reconciled with SQL before the port
     opens, so the first request never meets a stale or corrupt index."""
     ctx = await asyncio.to_thread(Context.open, settings)
     try:
+        # The change log's head first: what the reconcile misses lies past it.
+        replica = await asyncio.to_thread(Replica.prepare, ctx, settings)
         await asyncio.to_thread(reconcile_indexes, ctx)
         credentials = server_credentials(settings)
     except BaseException:
         await asyncio.to_thread(ctx.close)
         raise
     limit = settings.max_message_bytes
-    interceptors = []
+    interceptors: list[grpc.aio.ServerInterceptor] = [replica.interceptor]  # outermost
     if settings.read_tokens or settings.write_tokens:
         interceptors.append(TokenAuthInterceptor(settings.read_tokens, settings.write_tokens))
+    # After auth, so refused calls take no slot (service/limits.py: own room for health).
+    interceptors.append(
+        AdmissionInterceptor(
+            settings.max_concurrent_requests,
+            settings.max_requests_per_client,
+            settings.idle_stream_timeout_s,
+        )
+    )
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
         ],
         interceptors=interceptors,
-        maximum_concurrent_rpcs=settings.max_concurrent_requests,
+        maximum_concurrent_rpcs=grpc_backstop(settings.max_concurrent_requests),
     )
-    strata_pb2_grpc.add_StrataServicer_to_server(StrataServicer(ctx), server)
+    strata_pb2_grpc.add_StrataServicer_to_server(StrataServicer(ctx, settings), server)
     add_labels_service(ctx, server)
     add_insight_service(ctx, server)
+    add_browse_service(ctx, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -80,6 +106,7 @@ async def create_server(settings: Settings, address: str | None = None) -> Runni
             SERVICE_NAME,
             LABELS_SERVICE_NAME,
             INSIGHT_SERVICE_NAME,
+            BROWSE_SERVICE_NAME,
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
         ),
@@ -95,9 +122,10 @@ async def create_server(settings: Settings, address: str | None = None) -> Runni
         raise OSError(f"cannot listen on {where}")
     _warn_if_exposed(settings, where)
     await server.start()
-    for name in ("", SERVICE_NAME, INSIGHT_SERVICE_NAME):
+    for name in HEALTH_NAMES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    running = RunningServer(server, port, ctx, health_servicer)
+    running = RunningServer(server, port, ctx, health_servicer, replica=replica)
+    await replica.start(health_servicer, HEALTH_NAMES)
     running.saver = asyncio.create_task(_save_periodically(ctx, settings.index_save_interval_s))
     return running
 
@@ -123,7 +151,7 @@ def reconcile_indexes(ctx: Context) -> int:
     return opened
 
 
-def _warn_if_exposed(settings: Settings, address: str) -> None:
+def _warn_if_exposed(settings: ServiceSettings, address: str) -> None:
     host = address.rpartition(":")[0].strip("[]")
     if host in ("127.0.0.1", "localhost", "::1"):
         return
@@ -144,7 +172,7 @@ async def _save_periodically(ctx: Context, interval: float) -> None:
             log.exception("saving index files failed; SQL still holds every vector")
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: ServiceSettings) -> None:
     """Run until SIGINT or SIGTERM, then shut down gracefully."""
     running = await create_server(settings)
     log.info("strata serving on %s (data: %s)", settings.listen, settings.data_dir)

@@ -28,6 +28,7 @@ from service.batcher import DynamicBatcher
 from service.errors import streaming, unary
 from service.generated.strata.v1 import strata_pb2 as pb
 from service.generated.strata.v1 import strata_pb2_grpc as pb_grpc
+from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +40,16 @@ SearchKey = tuple[str, tuple[str, ...], int, bytes]
 
 
 class StrataServicer(pb_grpc.StrataServicer):
-    def __init__(self, ctx: Context):
+    def __init__(self, ctx: Context, settings: ServiceSettings):
         self.ctx = ctx
         on_gpu = ctx.backbones.device.type == "cuda"
-        self.pipeline_depth = ctx.settings.ingest_pipeline_depth or (2 if on_gpu else 1)
+        self.pipeline_depth = settings.ingest_pipeline_depth or (2 if on_gpu else 1)
         # Concurrent single-image searches share one forward pass and one FAISS search.
         self.search_batcher: DynamicBatcher[SearchKey, search.Query, search.QueryResult] = (
             DynamicBatcher(
                 self._search_batch,
-                max_batch=min(ctx.settings.search_batch_max, ctx.settings.max_images_per_request),
-                max_wait_s=ctx.settings.search_batch_wait_s,
+                max_batch=min(settings.search_batch_max, ctx.settings.max_images_per_request),
+                max_wait_s=settings.search_batch_wait_s,
                 name="search-batcher",
             )
         )
@@ -61,11 +62,13 @@ class StrataServicer(pb_grpc.StrataServicer):
     ) -> pb.ListBackbonesResponse:
         out = []
         for spec in list_backbones():
+            # File names only: a caller has no business learning the server's folders.
             try:
                 path = resolve_weights_file(spec, self.ctx.settings.weights_files.get(spec.name))
-                out.append(convert.backbone(spec, True, str(path)))
-            except WeightsMissing as exc:
-                out.append(convert.backbone(spec, False, str(exc)))
+                out.append(convert.backbone(spec, True, f"weights file {path.name} found"))
+            except WeightsMissing:
+                hint = f"{spec.weights.filename} is not on the server. {spec.weights.install_hint}"
+                out.append(convert.backbone(spec, False, hint))
         return pb.ListBackbonesResponse(backbones=out)
 
     @unary

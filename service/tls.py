@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import grpc
 
-from indexer.core.settings import Settings, SettingsError
+from indexer.core.settings import SettingsError
+from service.settings import ServiceSettings
 
 
-def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
     """None when TLS is off; with `tls_client_ca`, clients must show a certificate it signed."""
     if settings.tls_cert is None or settings.tls_key is None:
         return None

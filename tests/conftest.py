@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from indexer.core.settings import Settings
 from service.client import StrataClient
 from service.server import RunningServer, create_server
+from service.settings import ServiceSettings
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "STRATA_TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/test"
@@ -79,7 +79,7 @@ class ServerHandle:
     running: RunningServer
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
-    settings: Settings
+    settings: ServiceSettings
 
     @property
     def address(self) -> str:
@@ -94,7 +94,7 @@ class ServerHandle:
         self.thread.join(10)
 
 
-def start_server(settings: Settings) -> ServerHandle:
+def start_server(settings: ServiceSettings) -> ServerHandle:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True, name="test-server")
     thread.start()
@@ -112,7 +112,7 @@ def make_server(
     def make(**overrides: Any) -> ServerHandle:
         data_dir: Path = overrides.pop("data_dir", None) or tmp_path_factory.mktemp("data")
         database_url = overrides.pop("database_url", None) or new_database_url()
-        settings = Settings.load(
+        settings = ServiceSettings.load(
             env={}, data_dir=data_dir, database_url=database_url, device="cpu", **overrides
         )
         handle = start_server(settings)

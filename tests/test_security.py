@@ -21,11 +21,12 @@ import pytest
 from conftest import ServeProcess, ServerHandle
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from indexer.core.settings import Settings, SettingsError
+from indexer.core.settings import SettingsError
 from service import auth, cli
 from service.client import ImageToAdd, StrataClientError
 from service.generated.strata.v1 import labels_pb2
 from service.generated.strata.v1 import strata_pb2 as pb
+from service.settings import ServiceSettings
 
 crypto = pytest.importorskip("cryptography", reason="cryptography makes the test certificates")
 
@@ -203,18 +204,18 @@ def test_mutual_tls_needs_a_client_certificate_from_the_client_ca(
 
 
 def test_default_listen_address_is_loopback_only() -> None:
-    assert Settings.load(env={}).listen.startswith("127.0.0.1:")
+    assert ServiceSettings.load(env={}).listen.startswith("127.0.0.1:")
 
 
 def test_tls_settings_fail_loudly(tmp_path: Path) -> None:
     cert = tmp_path / "server.crt"
     cert.write_text("x")
     with pytest.raises(SettingsError, match="both"):
-        Settings.load(env={}, tls_cert=cert)
+        ServiceSettings.load(env={}, tls_cert=cert)
     with pytest.raises(SettingsError, match="not a readable file"):
-        Settings.load(env={}, tls_cert=cert, tls_key=tmp_path / "missing.key")
+        ServiceSettings.load(env={}, tls_cert=cert, tls_key=tmp_path / "missing.key")
     with pytest.raises(SettingsError, match="needs the server's own certificate"):
-        Settings.load(env={}, tls_client_ca=cert)
+        ServiceSettings.load(env={}, tls_client_ca=cert)
 
 
 # -- bearer tokens ----------------------------------------------------------------------------
@@ -226,7 +227,7 @@ def token_server(make_server: Callable[..., ServerHandle]) -> ServerHandle:
 
 
 def test_tokens_from_the_environment_are_comma_separated() -> None:
-    settings = Settings.load(env={"STRATA_READ_TOKENS": "a, b,", "STRATA_WRITE_TOKENS": "w"})
+    settings = ServiceSettings.load(env={"STRATA_READ_TOKENS": "a, b,", "STRATA_WRITE_TOKENS": "w"})
     assert settings.read_tokens == ("a", "b") and settings.write_tokens == ("w",)
 
 

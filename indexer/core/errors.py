@@ -9,8 +9,8 @@ from __future__ import annotations
 
 #: The most characters of caller input an error message quotes: a 10k-character name quoted
 #: whole would push the status details past gRPC's metadata limit and turn a clear
-#: INVALID_ARGUMENT into a transport-level RESOURCE_EXHAUSTED.
-QUOTE_LIMIT = 80
+#: INVALID_ARGUMENT into a transport-level RESOURCE_EXHAUSTED; 512 keeps any real path whole.
+QUOTE_LIMIT = 512
 #: The longest message an error carries (several quotes, lists of ids); longer is cut.
 MESSAGE_LIMIT = 2000
 

@@ -1,4 +1,5 @@
-"""One typed settings object, read at start-up from flags and STRATA_* environment variables."""
+"""The library's typed settings, read at start-up from flags and STRATA_* environment
+variables (the server's own settings extend them in service/settings.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from indexer.core import vocabulary as names
 from indexer.core.errors import InvalidInput
@@ -22,7 +23,6 @@ class Settings:
     data_dir: Path = Path("strata-data")
     #: SQLAlchemy URL; empty means a SQLite file inside data_dir.
     database_url: str = ""
-    listen: str = "127.0.0.1:50051"
     #: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
     device: str = "auto"
     #: Images per forward pass.
@@ -32,11 +32,6 @@ class Settings:
     engine: str = "auto"
     #: "auto" (fp16 autocast on CUDA, fp32 on CPU), "fp32", "fp16" or "bf16".
     precision: str = "auto"
-    #: Batches of one AddImages stream in flight at once, so the next one is decoded while
-    #: the current one runs its forward pass and is written; 0: 2 when the model runs on a
-    #: GPU, 1 on a CPU, where the engine already keeps every core busy (on the 2-core
-    #: development machine 1 and 2 measured the same, 82-83 images/s in bench/ingest.py).
-    ingest_pipeline_depth: int = 0
     #: JPEG decode and resize on the model's device (nvJPEG): "auto" (when it is a GPU),
     #: "on" (wherever the model runs, CPU included) or "off".
     device_decode: str = "auto"
@@ -46,36 +41,23 @@ class Settings:
     #: Upper bounds on what one request may ask for.
     max_k: int = names.MAX_K
     max_images_per_request: int = names.MAX_IMAGES_PER_REQUEST
-    max_message_bytes: int = 64 * 1024 * 1024
-    max_concurrent_requests: int = 64
-    #: Seconds between background saves of FAISS files (SQL is always written first).
-    index_save_interval_s: float = 30.0
     #: FAISS index tuning (indexer.core.vocabulary says what each one does).
     index_flat_max_vectors: int = names.INDEX_FLAT_MAX_VECTORS
     index_retrain_growth: float = names.INDEX_RETRAIN_GROWTH
     index_target_recall: float = names.INDEX_TARGET_RECALL
-    #: Dynamic batching of concurrent single-image searches: at most this many per forward
-    #: pass, and the longest the oldest one waits for company.
-    search_batch_max: int = 32
-    search_batch_wait_s: float = 0.002
     #: Explicit weights files, backbone name -> path (else torchvision cache / packages).
     weights_files: Mapping[str, Path] = field(default_factory=dict)
-    #: TLS: PEM certificate chain and private key of the server; with a client CA, clients
-    #: must present a certificate it signed (mutual TLS).
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None
-    #: Bearer tokens (env: comma-separated). When any is set, every call but health checks
-    #: needs one; read tokens cannot write. Empty: no token checks (local use).
-    read_tokens: tuple[str, ...] = ()
-    write_tokens: tuple[str, ...] = ()
+    #: Replicas over one database (docs/REPLICAS.md): seconds between applying the change
+    #: log's new rows to the live indexes, and how long rows are kept in the log.
+    replica_poll_s: float = 0.5
+    replica_log_retention_s: float = 7 * 24 * 3600.0
 
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'strata.db').resolve()}"
 
     @classmethod
-    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Self:
         """Defaults, then STRATA_<FIELD> environment variables, then explicit overrides
         (flags); None overrides are ignored so argparse defaults can pass straight through."""
         env = os.environ if env is None else env
@@ -85,7 +67,7 @@ class Settings:
             if raw is not None and raw != "":
                 values[f.name] = _parse(f.name, f.type, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**values)
+        settings = cls(**values)  # cls: a subclass loads its own fields the same way
         settings.validate()
         return settings
 
@@ -95,21 +77,13 @@ class Settings:
             "max_pixels",
             "max_k",
             "max_images_per_request",
-            "max_message_bytes",
-            "max_concurrent_requests",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"setting {name} must be positive, got {getattr(self, name)}")
-        if self.ingest_pipeline_depth < 0:
-            raise SettingsError("setting ingest_pipeline_depth must be 0 (auto) or more")
-        if self.index_save_interval_s <= 0:
-            raise SettingsError("setting index_save_interval_s must be positive")
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise SettingsError(
-                f"listen address {self.listen!r} is not HOST:PORT", hint="e.g. 127.0.0.1:50051"
-            )
+        for name in ("replica_poll_s", "replica_log_retention_s"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"setting {name} must be positive, got {getattr(self, name)}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise SettingsError(f"device {self.device!r} is not auto, cpu, cuda or cuda:N")
         if self.engine not in names.ENGINES:
@@ -123,22 +97,6 @@ class Settings:
             raise SettingsError(
                 f"precision {self.precision!r} is not one of {', '.join(names.PRECISIONS)}"
             )
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise SettingsError(
-                "TLS needs both a certificate and its private key",
-                hint="set --tls-cert and --tls-key (STRATA_TLS_CERT, STRATA_TLS_KEY) together",
-            )
-        if self.tls_client_ca is not None and self.tls_cert is None:
-            raise SettingsError(
-                "mutual TLS (tls_client_ca) needs the server's own certificate",
-                hint="set --tls-cert and --tls-key as well",
-            )
-        for name in ("tls_cert", "tls_key", "tls_client_ca"):
-            path = getattr(self, name)
-            if path is not None and not Path(path).is_file():
-                raise SettingsError(f"setting {name}: {path} is not a readable file")
-        if any(not t or t != t.strip() for t in (*self.read_tokens, *self.write_tokens)):
-            raise SettingsError("tokens must be non-empty and have no surrounding spaces")
 
 
 def _parse(name: str, annotation: object, raw: str) -> Any:

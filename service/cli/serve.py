@@ -9,10 +9,11 @@ from pathlib import Path
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from indexer.core.settings import Settings
+    from service.logs import configure_logging
     from service.server import serve
+    from service.settings import ServiceSettings
 
-    settings = Settings.load(
+    settings = ServiceSettings.load(
         listen=args.listen,
         data_dir=Path(args.data) if args.data else None,
         database_url=args.database,
@@ -22,10 +23,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_client_ca=Path(args.tls_client_ca) if args.tls_client_ca else None,
         read_tokens=tuple(args.read_token) if args.read_token else None,
         write_tokens=tuple(args.write_token) if args.write_token else None,
+        metrics_listen=args.metrics_listen,
+        log_format=args.log_format,
     )
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_format, logging.INFO)
     asyncio.run(serve(settings))
     return 0
 
@@ -50,5 +51,16 @@ def register(commands: argparse._SubParsersAction, client_options: argparse.Argu
         "--write-token",
         action="append",
         help="repeatable read-write token; prefer STRATA_WRITE_TOKENS",
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        default=None,
+        help="HOST:PORT to serve Prometheus metrics on (/metrics); default: none",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="log lines for people (text, default) or one JSON object per line (json)",
     )
     serve.set_defaults(run=cmd_serve)
