@@ -13,8 +13,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from indexer.catalog import collections
 from indexer.catalog.context import Context
+from indexer.catalog.reconcile import reconcile_indexes
 from service.auth import TokenAuthInterceptor
 from service.browse_servicer import BROWSE_SERVICE_NAME, add_browse_service
 from service.generated.strata.v1 import strata_pb2, strata_pb2_grpc
@@ -128,27 +128,6 @@ async def create_server(settings: ServiceSettings, address: str | None = None) -
     await replica.start(health_servicer, HEALTH_NAMES)
     running.saver = asyncio.create_task(_save_periodically(ctx, settings.index_save_interval_s))
     return running
-
-
-def reconcile_indexes(ctx: Context) -> int:
-    """Open every (collection, depth) index: verified against its manifest, brought level with
-    SQL, rebuilt when missing or corrupt; changed ones are saved. Returns how many opened."""
-    swept = ctx.indexes.sweep_temporary_files()
-    if swept:
-        log.info("removed %d temporary file(s) of index saves interrupted earlier", swept)
-    opened = 0
-    for info in collections.list_collections(ctx):
-        for depth in info.depths:
-            ctx.indexes.get(info.id, depth.name, depth.dim)
-            opened += 1
-    saved = ctx.indexes.save_dirty()
-    log.info(
-        "opened %d index(es) at start-up: %d rebuilt from SQL, %d saved after reconciling",
-        opened,
-        ctx.indexes.rebuilds,
-        saved,
-    )
-    return opened
 
 
 def _warn_if_exposed(settings: ServiceSettings, address: str) -> None:
