@@ -65,6 +65,12 @@ INSIGHT_SERVICE = "strata.v1.Insight"
 INSIGHT_READ_METHODS = frozenset({"Explain", "Channels"})
 
 
+#: strata.v1.Browse methods that only read (BackfillThumbnails stores thumbnails; the
+#: projection cache GetProjection fills is derived data, like a FAISS file).
+BROWSE_SERVICE = "strata.v1.Browse"
+BROWSE_READ_METHODS = frozenset({"GetThumbnails", "ListItems", "GetProjection"})
+
+
 def needs_write(full_method: str) -> bool:
     service, method = split_method(full_method)
     if service == STRATA_SERVICE:
@@ -73,6 +79,8 @@ def needs_write(full_method: str) -> bool:
         return method not in LABELS_READ_METHODS
     if service == INSIGHT_SERVICE:
         return method not in INSIGHT_READ_METHODS
+    if service == BROWSE_SERVICE:
+        return method not in BROWSE_READ_METHODS
     return service not in READ_SERVICES
 
 
@@ -135,19 +143,17 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _aborting(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, details: str) -> Any:
-    """A handler of the same shape as `handler` that only aborts with (code, details)."""
+    """A handler that only aborts with (code, details), without reading the request.
 
-    async def abort(_request: Any, context: grpc.aio.ServicerContext) -> None:
+    For a unary request gRPC reads and deserialises the whole message before the handler
+    runs, so a refused 60 MB call would still cost 60 MB. A stream-request handler runs as
+    soon as the headers arrive and reads nothing until asked: the refusal is always given
+    as one, whatever the method's shape (the wire format is the same for both)."""
+
+    async def abort(_requests: Any, context: grpc.aio.ServicerContext) -> None:
         await context.abort(code, details)
 
-    factories = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }
-    factory = factories[(handler.request_streaming, handler.response_streaming)]
-    return factory(
+    return grpc.stream_stream_rpc_method_handler(
         abort,
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
