@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from service.browse_client import BrowseClientMixin
 from service.generated.strata.v1 import strata_pb2 as pb
 from service.generated.strata.v1 import strata_pb2_grpc as pb_grpc
 from service.insight_client import InsightClientMixin
@@ -51,7 +52,7 @@ def default_server() -> str:
     return os.environ.get("STRATA_SERVER") or DEFAULT_SERVER
 
 
-class StrataClient(LabelsClientMixin, InsightClientMixin):
+class StrataClient(LabelsClientMixin, InsightClientMixin, BrowseClientMixin):
     def __init__(
         self,
         target: str | None = None,

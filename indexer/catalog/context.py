@@ -62,16 +62,21 @@ class Context:
         )
 
     def prepare_images(
-        self, named_bytes: Sequence[tuple[str, bytes]], backbone: LoadedBackbone, pre: Preprocessing
+        self,
+        named_bytes: Sequence[tuple[str, bytes]],
+        backbone: LoadedBackbone,
+        pre: Preprocessing,
+        thumbnails: bool = False,
     ) -> list[PreparedImage | StrataError]:
         """Decode and frame images for `backbone`: JPEGs on its device where the settings say
-        so, everything else in the decode pool."""
+        so, everything else in the decode pool; with thumbnails (ingest) for each."""
         return prepare_many(
             named_bytes,
             pre,
             self.settings.max_pixels,
             self.decode_pool,
             decode_device(self.settings.device_decode, backbone.device),
+            thumbnails=thumbnails,
         )
 
     def close(self) -> None:

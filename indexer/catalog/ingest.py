@@ -21,7 +21,9 @@ from indexer.catalog.context import Context
 from indexer.core.errors import InvalidInput, StrataError
 from indexer.engine.extract import embed_prepared
 from indexer.imaging.prepare import PreparedImage
+from indexer.imaging.thumbnail import Thumbnail
 from indexer.store import repository
+from indexer.store.thumbnail_repository import put_thumbnails
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ def add_images(ctx: Context, collection_name: str, inputs: Sequence[ImageInput])
         [(inputs[i].uri, inputs[i].data) for i in todo],
         backbone,
         backbone.spec.preprocessing.framed(collection.framing),
+        thumbnails=True,
     )
     good: list[tuple[int, PreparedImage]] = []
     for position, outcome in zip(todo, prepared, strict=True):
@@ -139,6 +142,7 @@ def _store(
             inputs[position].labels,
             inputs[position].metadata,
             hierarchy().tags(int(top1[row])) if inputs[position].tags and top1 is not None else {},
+            thumbnail=image.thumbnail,
         )
         for row, (position, image) in enumerate(to_embed)
     ]
@@ -187,6 +191,8 @@ class ItemToWrite:
     metadata: Mapping[str, str] = field(default_factory=dict)
     #: WordNet tags of this content (empty unless asked for).
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: Its thumbnail (indexer.imaging.thumbnail), stored with the item when given.
+    thumbnail: Thumbnail | None = None
 
 
 @dataclass(frozen=True)
@@ -256,6 +262,7 @@ def write_items(
             for d in collection.depths
         ],
     )
+    put_thumbnails(session, [(item_id, entries[row].thumbnail) for row, item_id in stored])
     for row, item_id in stored:
         outcomes[row] = ("replaced" if row in replaced_rows else "added", item_id)
     return Written([o for o in outcomes if o is not None], replaced_ids, stored)

@@ -57,6 +57,17 @@ DEFAULT_SUGGESTIONS = 10
 #: 0.9-0.97, while 99.8% of CIFAR-10 images have no other image above 0.9 (median 0.74).
 DEFAULT_DUPLICATE_THRESHOLD = 0.9
 
+#: Browsing (strata.v1.Browse): item listing pages, orderings and label-source filters
+#: ("none": items without any label), thumbnails per call, 2-D projection methods.
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+ITEM_ORDERS: tuple[str, ...] = ("id", "-id", "uri", "-uri", "confidence", "-confidence")
+UNLABELLED = "none"
+LABEL_SOURCE_FILTERS: tuple[str, ...] = (HUMAN, PREDICTED, UNLABELLED)
+MAX_THUMBNAILS_PER_REQUEST = 1000
+PROJECTION_METHODS: tuple[str, ...] = ("pca", "umap", "tsne")
+DEFAULT_PROJECTION_METHOD = "pca"
+
 
 def check_pooling(pooling: str) -> str:
     if pooling not in POOLINGS:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -14,6 +14,7 @@ from indexer.core.errors import StrataError
 from indexer.imaging.decode import DecodedImage, content_hash, decode_image
 from indexer.imaging.device_decode import prepare_jpegs
 from indexer.imaging.framing import Preprocessing, prepare_pixels
+from indexer.imaging.thumbnail import Thumbnail, make_thumbnail, thumbnail_from_bytes
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class PreparedImage:
     #: HxWx3 uint8, ready for the backbone; a tensor on the model's device when the JPEG
     #: was decoded there (indexer.device_decode).
     pixels: np.ndarray | torch.Tensor
+    #: A bounded JPEG for pages that show the item (indexer.imaging.thumbnail), when asked.
+    thumbnail: Thumbnail | None = None
 
 
 #: JPEG draft decoding (1/2..1/8 scale in libjpeg) keeps the shorter side at least this many
@@ -34,7 +37,9 @@ class PreparedImage:
 DRAFT_MARGIN = 2
 
 
-def prepare_one(name: str, data: bytes, pre: Preprocessing, max_pixels: int) -> PreparedImage:
+def prepare_one(
+    name: str, data: bytes, pre: Preprocessing, max_pixels: int, thumbnail: bool = False
+) -> PreparedImage:
     decoded: DecodedImage = decode_image(
         data, name=name, max_pixels=max_pixels, min_side=DRAFT_MARGIN * pre.resize
     )
@@ -44,6 +49,8 @@ def prepare_one(name: str, data: bytes, pre: Preprocessing, max_pixels: int) -> 
         width=decoded.width,
         height=decoded.height,
         pixels=prepare_pixels(decoded.image, pre),
+        # From the pixels decoded for the network: ingest never decodes an image twice.
+        thumbnail=make_thumbnail(decoded.image) if thumbnail else None,
     )
 
 
@@ -53,21 +60,25 @@ def prepare_many(
     max_pixels: int,
     executor: Executor | None = None,
     decode_device: torch.device | None = None,
+    thumbnails: bool = False,
 ) -> list[PreparedImage | StrataError]:
     """Decode and preprocess each image; a bad one yields its error, the rest go on.
 
     With `decode_device`, plain JPEGs are decoded and framed on that device first; the rest
     (other formats, anything the device decoder refuses) take the CPU path.
+    With `thumbnails`, each prepared image carries its thumbnail.
     """
     done: list[PreparedImage | StrataError | None] = [None] * len(named_bytes)
     if decode_device is not None:
         for i, on_device in enumerate(prepare_jpegs(named_bytes, pre, max_pixels, decode_device)):
             if on_device is not None:
                 done[i] = PreparedImage(*on_device)
+        if thumbnails:
+            _add_thumbnails(done, named_bytes, max_pixels, executor)
     rest = [i for i, outcome in enumerate(done) if outcome is None]
     for i, outcome in zip(
         rest,
-        _prepare_on_cpu([named_bytes[i] for i in rest], pre, max_pixels, executor),
+        _prepare_on_cpu([named_bytes[i] for i in rest], pre, max_pixels, executor, thumbnails),
         strict=True,
     ):
         done[i] = outcome
@@ -79,14 +90,39 @@ def _prepare_on_cpu(
     pre: Preprocessing,
     max_pixels: int,
     executor: Executor | None,
+    thumbnails: bool = False,
 ) -> list[PreparedImage | StrataError]:
 
     def run(item: tuple[str, bytes]) -> PreparedImage | StrataError:
         try:
-            return prepare_one(item[0], item[1], pre, max_pixels)
+            return prepare_one(item[0], item[1], pre, max_pixels, thumbnails)
         except StrataError as exc:
             return exc
 
     if executor is None or len(named_bytes) < 2:
         return [run(item) for item in named_bytes]
     return list(executor.map(run, named_bytes))
+
+
+def _add_thumbnails(
+    done: list[PreparedImage | StrataError | None],
+    named_bytes: Sequence[tuple[str, bytes]],
+    max_pixels: int,
+    executor: Executor | None,
+) -> None:
+    """Thumbnails of the images decoded on the device, whose pixels there are already
+    framed: a second, reduced-scale CPU decode (libjpeg at 1/2..1/8) makes them."""
+    todo = [i for i, outcome in enumerate(done) if isinstance(outcome, PreparedImage)]
+
+    def run(i: int) -> Thumbnail | None:
+        name, data = named_bytes[i]
+        try:
+            return thumbnail_from_bytes(data, name, max_pixels)
+        except StrataError:
+            return None  # the device decoded it; the item just goes without a thumbnail
+
+    made = map(run, todo) if executor is None else executor.map(run, todo)
+    for i, thumbnail in zip(todo, made, strict=True):
+        outcome = done[i]
+        if isinstance(outcome, PreparedImage):
+            done[i] = replace(outcome, thumbnail=thumbnail)

@@ -37,6 +37,9 @@ class Collection(Base):
     pooling: Mapped[str] = mapped_column(String(20))
     #: "center-crop" or "whole": see indexer.backbones.spec.Preprocessing.framed.
     framing: Mapped[str] = mapped_column(String(20), server_default="center-crop")
+    #: Bumped by every add and delete of items (repository.insert_items / delete_items), so
+    #: whatever is derived from the set of items (a cached projection) knows it is stale.
+    version: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     depths: Mapped[list[Depth]] = relationship(
         back_populates="collection", cascade="all, delete-orphan", order_by="Depth.position"
@@ -138,4 +141,37 @@ class Probe(Base):
     mean: Mapped[bytes] = mapped_column(LargeBinary)  # float32 (dim,)
     scale: Mapped[bytes] = mapped_column(LargeBinary)  # float32 (dim,)
     metrics: Mapped[str] = mapped_column(Text)  # JSON: accuracy, macro_f1, confusion, ...
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Thumbnail(Base):
+    """An item's thumbnail (indexer.imaging.thumbnail), made at ingest or by a backfill."""
+
+    __tablename__ = "thumbnails"
+
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+    )
+    media_type: Mapped[str] = mapped_column(String(40))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Projection(Base):
+    """A cached 2-D projection of one depth's vectors, valid while the collection's version
+    is the one it was computed at."""
+
+    __tablename__ = "projections"
+
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    depth: Mapped[str] = mapped_column(String(200), primary_key=True)
+    method: Mapped[str] = mapped_column(String(20), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    count: Mapped[int] = mapped_column(Integer)
+    ids: Mapped[bytes] = mapped_column(LargeBinary)  # int64 little-endian (count,)
+    xy: Mapped[bytes] = mapped_column(LargeBinary)  # float32 little-endian (count, 2)
+    seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

@@ -8,12 +8,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from indexer.core.errors import AlreadyExists, NotFound
 from indexer.core.vocabulary import DEFAULT_FRAMING
-from indexer.store.models import Collection, Depth, Item, Label, MetadataEntry, Vector
+from indexer.store.models import (
+    Collection,
+    Depth,
+    Item,
+    Label,
+    MetadataEntry,
+    Thumbnail,
+    Vector,
+)
 
 VECTOR_CHUNK = 5000
 
@@ -91,10 +99,28 @@ def count_vectors(session: Session, collection_id: int) -> dict[str, int]:
 def delete_collection(session: Session, collection: Collection) -> None:
     # Delete children in bulk first: ORM cascades would load every row.
     item_ids = select(Item.id).where(Item.collection_id == collection.id)
-    for table in (Vector, Label, MetadataEntry):
+    for table in (Vector, Label, MetadataEntry, Thumbnail):
         session.execute(delete(table).where(table.item_id.in_(item_ids)))
     session.execute(delete(Item).where(Item.collection_id == collection.id))
     session.delete(collection)
+
+
+def bump_version(session: Session, collection_id: int) -> None:
+    """Mark the collection's set of items changed (Collection.version).
+
+    Called before the change's first write: the row lock it takes on PostgreSQL is then
+    the first lock of the transaction, so writers queue on it instead of deadlocking."""
+    session.execute(
+        update(Collection)
+        .where(Collection.id == collection_id)
+        .values(version=Collection.version + 1)
+    )
+
+
+def collection_version(session: Session, collection_id: int) -> int:
+    return int(
+        session.scalar(select(Collection.version).where(Collection.id == collection_id)) or 0
+    )
 
 
 # -- items --------------------------------------------------------------------------------
@@ -127,6 +153,7 @@ def insert_items(session: Session, collection_id: int, new: Sequence[NewItem]) -
     about 0.5 ms an image and capped GPU ingest."""
     if not new:
         return []
+    bump_version(session, collection_id)
     now = datetime.now(UTC)
     ids = list(
         session.scalars(
@@ -204,7 +231,8 @@ def delete_items(session: Session, collection_id: int, ids: Sequence[int]) -> li
     """Delete the given items; returns the ids that existed."""
     existing = list(get_items(session, collection_id, ids))
     if existing:
-        for table in (Vector, Label, MetadataEntry):
+        bump_version(session, collection_id)
+        for table in (Vector, Label, MetadataEntry, Thumbnail):
             session.execute(delete(table).where(table.item_id.in_(existing)))
         session.execute(delete(Item).where(Item.id.in_(existing)))
     return existing
