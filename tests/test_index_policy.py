@@ -232,8 +232,9 @@ def _store(
             repository.NewItem(f"{first + row}.jpg", str(row), 1, 1) for row in range(len(vectors))
         ]
         item_ids = repository.insert_items(session, collection.id, new)
-        for item_id, vector in zip(item_ids, vectors, strict=True):
-            repository.put_vectors(session, item_id, {"semantics": vector})
+        repository.insert_vectors(
+            session, [(i, "semantics", v) for i, v in zip(item_ids, vectors, strict=True)]
+        )
         return collection.id, np.array(item_ids, dtype=np.int64)
 
 

