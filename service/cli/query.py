@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from indexer.core.vocabulary import POOLINGS
 from service.cli.inputs import UsageError, parse_pairs, read_images
 from service.cli.output import emit
 from service.cli.pictures import Cell, ItemImages, decode_image, image_grid
@@ -91,7 +92,7 @@ def write_search_grid(
     rows = []
     for r in results:
         for d in r.results:
-            cells = [Cell(query_images.get(r.query), f"query {Path(r.query).name}")]
+            cells = [Cell(query_images.get(r.query), f"query: {Path(r.query).name}")]
             cells += [Cell(found.get(h.id), f"{h.score:.3f} #{h.id}") for h in d.hits]
             rows.append((d.depth, cells))
     path = Path(out)
@@ -201,5 +202,5 @@ def register(commands: argparse._SubParsersAction, client_options: argparse.Argu
     embed.add_argument("--collection", default=None)
     embed.add_argument("--backbone", default=None)
     embed.add_argument("--depth", action="append")
-    embed.add_argument("--pooling", default=None, choices=["avg", "max", "gem"])
+    embed.add_argument("--pooling", default=None, choices=POOLINGS)
     embed.set_defaults(run=cmd_embed)
