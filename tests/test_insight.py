@@ -6,6 +6,8 @@ planted in a channel, WordNet tags (wnid, path, coarse, tags at ingest), and the
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,7 @@ from photos import jpeg, photo, photo_jpeg
 from PIL import Image
 from sqlalchemy import select
 
+from indexer.backbones.wordnet import DATA_FILE, hierarchy
 from indexer.store.models import Vector
 from service.auth import needs_write
 from service.cli.main import main as strata_main
@@ -31,6 +34,8 @@ from service.insight_servicer import INSIGHT_SERVICE_NAME
 #: ImageNet-1k's domestic-cat synsets (tabby, tiger cat, Persian, Siamese, Egyptian cat).
 CAT_WNIDS = {"n02123045", "n02123159", "n02123394", "n02123597", "n02124075"}
 GREY = (128, 128, 128)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WORDNET_NOUNS = Path("/usr/share/wordnet/data.noun")
 
 
 @pytest.fixture
@@ -117,6 +122,33 @@ def test_tags_at_ingest_are_a_search_filter(
     )
     found = {h["uri"] for hits in document["queries"][0]["results"].values() for h in hits}
     assert found == {str(folder / "chelsea.jpg")}
+
+
+def test_wordnet_data_file_is_what_its_script_makes():
+    if not WORDNET_NOUNS.exists():
+        pytest.skip(f"{WORDNET_NOUNS} missing: apt-get install -y wordnet-base to check the file")
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / "make_imagenet_wordnet.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (DATA_FILE.parent / "WORDNET_LICENSE").read_text().count("WordNet 3.0 Copyright")
+
+
+def test_coarse_categories_partition_the_classes():
+    tree = hierarchy()
+    assert len(tree.classes) == len(tree.coarse) == 1000
+    names = {c.name for c in tree.coarse}
+    assert {"dog", "feline", "bird"} <= names
+    # Every dog breed (the classes under WordNet's dog) has coarse category dog.
+    dogs = [i for i, c in enumerate(tree.classes) if "dog" in c.path[:-1]]
+    assert len(dogs) == 118 and all(tree.coarse[i].name == "dog" for i in dogs)
+    # One-hot probabilities land all their mass on the class's coarse category.
+    p = np.zeros(1000)
+    p[281] = 1.0  # tabby
+    assert [(s.name, v) for s, v in tree.coarse_scores(p, 1)] == [("feline", 1.0)]
 
 
 # -- explain ------------------------------------------------------------------------------
