@@ -10,6 +10,12 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev,lite]'
 
+# WordNet 3.0 (Debian wordnet-base): checks indexer/backbones/data/imagenet_wordnet.json
+# against its generator (tools/make_imagenet_wordnet.py); the test skips without it.
+if [ ! -f /usr/share/wordnet/data.noun ]; then
+  (apt-get update -qq && apt-get install -y -qq wordnet-base) || echo "wordnet-base not installed"
+fi
+
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
   for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
