@@ -28,7 +28,7 @@ from indexer.store.models import Vector
 from service.auth import needs_write
 from service.cli.main import main as strata_main
 from service.cli.pictures import CAPTION, CELL, MISSING, PAD, TITLE_WIDTH, grid_size
-from service.client import ImageToAdd, StrataClient
+from service.client import ImageToAdd, StrataClient, StrataClientError
 from service.insight_servicer import INSIGHT_SERVICE_NAME
 
 #: ImageNet-1k's domestic-cat synsets (tabby, tiger cat, Persian, Siamese, Egyptian cat).
@@ -362,3 +362,20 @@ def test_read_token_may_explain(make_server: Callable[..., ServerHandle], tmp_pa
         explained = reader.explain(name, [("cat.jpg", photo_jpeg("chelsea"))])
         assert explained[0].target.startswith("imagenet:")
         assert not explained[0].error.message
+
+
+def test_explain_bad_image_fails_alone(client: StrataClient, collection: str):
+    good = photo_jpeg("coffee")
+    explained = client.explain(collection, [("broken.jpg", good[:300]), ("coffee.jpg", good)])
+    broken, coffee = explained
+    assert broken.uri == "broken.jpg" and broken.error.code == "INVALID_ARGUMENT"
+    assert "broken.jpg" in broken.error.message
+    assert not coffee.error.message and coffee.target == "imagenet:espresso"
+    assert coffee.heatmap.rows == coffee.heatmap.cols == 7
+    assert len(coffee.heatmap.values) == 49
+    with pytest.raises(StrataClientError) as refused:
+        client.explain(collection, [("coffee.jpg", good)], imagenet_class="no such class")
+    assert refused.value.code == "NOT_FOUND"
+    with pytest.raises(StrataClientError) as refused:
+        client.explain(collection, [("coffee.jpg", good)], depth="nowhere")
+    assert refused.value.code == "NOT_FOUND"
