@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from indexer.core.errors import StrataError
+from indexer.core.metrics import DECODE_FAILURES
 from indexer.core.settings import Settings
 from indexer.engine.loader import BackboneCache, LoadedBackbone, resolve_device
 from indexer.engine.options import RuntimeOptions
@@ -34,13 +37,16 @@ class Context:
     indexes: IndexManager
     #: Decode/preprocess pool: Pillow releases the GIL while decoding and resizing.
     decode_pool: ThreadPoolExecutor
+    #: This process's name in the change log: its own changes it applies as it makes them.
+    origin: str = ""
 
     @classmethod
     def open(cls, settings: Settings) -> Context:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_database_engine(settings.resolved_database_url)
         create_schema(engine)
-        sessions = make_session_factory(engine)
+        origin = new_origin()
+        sessions = make_session_factory(engine, origin)
         return cls(
             settings=settings,
             engine=engine,
@@ -59,6 +65,7 @@ class Context:
             decode_pool=ThreadPoolExecutor(
                 max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="decode"
             ),
+            origin=origin,
         )
 
     def prepare_images(
@@ -70,7 +77,7 @@ class Context:
     ) -> list[PreparedImage | StrataError]:
         """Decode and frame images for `backbone`: JPEGs on its device where the settings say
         so, everything else in the decode pool; with thumbnails (ingest) for each."""
-        return prepare_many(
+        outcomes = prepare_many(
             named_bytes,
             pre,
             self.settings.max_pixels,
@@ -78,6 +85,10 @@ class Context:
             decode_device(self.settings.device_decode, backbone.device),
             thumbnails=thumbnails,
         )
+        for outcome in outcomes:
+            if isinstance(outcome, StrataError):
+                DECODE_FAILURES.labels(type(outcome).__name__).inc()
+        return outcomes
 
     def close(self) -> None:
         """Save changed indexes, stop the pool, release database connections."""

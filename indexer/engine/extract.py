@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from indexer.core.metrics import FORWARD_BATCH_IMAGES, IMAGES_EMBEDDED
 from indexer.core.vocabulary import check_pooling
 from indexer.engine.loader import LoadedBackbone
 from indexer.imaging.prepare import PreparedImage
@@ -75,6 +76,8 @@ def embed_prepared(
         parts.append(
             extract(backbone, to_batch([i.pixels for i in chunk]), layers, pooling, with_logits)
         )
+        IMAGES_EMBEDDED.labels(backbone.spec.name).inc(len(chunk))
+        FORWARD_BATCH_IMAGES.observe(len(chunk))
     if not parts:
         return Features({layer: np.zeros((0, 0), np.float32) for layer in layers})
     vectors = {layer: np.concatenate([p.vectors[layer] for p in parts]) for layer in layers}

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from indexer.core.errors import FailedPrecondition
+from indexer.store.change_log import ORIGIN_INFO_KEY
 from indexer.store.models import Base
 
 log = logging.getLogger(__name__)
@@ -90,5 +91,6 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def make_session_factory(engine: Engine, origin: str = "") -> sessionmaker[Session]:
+    """Sessions on `engine`; `origin` names the writing process in the change log."""
+    return sessionmaker(engine, expire_on_commit=False, info={ORIGIN_INFO_KEY: origin})

@@ -146,6 +146,16 @@ class IndexManager:
 
         return read
 
+    def loaded(self, collection_id: int | None = None) -> dict[tuple[int, str], VectorIndex]:
+        """The indexes opened so far ((collection, depth) -> index), of one collection or
+        all. A replica applies others' changes to these; an index opened later reads SQL."""
+        with self._lock:
+            return {
+                key: index
+                for key, index in self._indexes.items()
+                if collection_id is None or key[0] == collection_id
+            }
+
     def remove_items(self, collection_id: int, ids: np.ndarray) -> None:
         with self._lock:
             indexes = [ix for (cid, _), ix in self._indexes.items() if cid == collection_id]

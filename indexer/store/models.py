@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -142,6 +143,31 @@ class Probe(Base):
     scale: Mapped[bytes] = mapped_column(LargeBinary)  # float32 (dim,)
     metrics: Mapped[str] = mapped_column(Text)  # JSON: accuracy, macro_f1, confusion, ...
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Change(Base):
+    """One committed item add or delete, or a dropped collection, in commit order.
+
+    Written in the same transaction as the change itself (indexer.store.change_log), so a
+    replica that applies every row past the last `seq` it applied holds what SQL holds.
+    No foreign keys: the row of a dropped collection or deleted item must outlive them."""
+
+    __tablename__ = "change_log"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    #: Monotonic and, on PostgreSQL, taken under a transaction-level lock so that seq
+    #: order is commit order (see change_log.record).
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True
+    )
+    collection_id: Mapped[int] = mapped_column(Integer)
+    #: Null for a whole-collection drop.
+    item_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    op: Mapped[str] = mapped_column(String(10))  # add | delete | drop
+    #: The writing process (a replica's id); a replica skips rows it applied itself.
+    origin: Mapped[str] = mapped_column(String(100))
+    #: Unix time of the write, by the writer's clock: the age of unapplied rows is the lag.
+    written_at: Mapped[float] = mapped_column(Float)
 
 
 class Thumbnail(Base):

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from indexer.core.errors import AlreadyExists, NotFound
 from indexer.core.vocabulary import DEFAULT_FRAMING
+from indexer.store import change_log
 from indexer.store.models import (
     Collection,
     Depth,
@@ -97,11 +98,13 @@ def count_vectors(session: Session, collection_id: int) -> dict[str, int]:
 
 
 def delete_collection(session: Session, collection: Collection) -> None:
+    change_log.serialise_writers(session)  # before any row lock (see change_log)
     # Delete children in bulk first: ORM cascades would load every row.
     item_ids = select(Item.id).where(Item.collection_id == collection.id)
     for table in (Vector, Label, MetadataEntry, Thumbnail):
         session.execute(delete(table).where(table.item_id.in_(item_ids)))
     session.execute(delete(Item).where(Item.collection_id == collection.id))
+    change_log.record(session, collection.id, change_log.DROP)
     session.delete(collection)
 
 
@@ -153,6 +156,7 @@ def insert_items(session: Session, collection_id: int, new: Sequence[NewItem]) -
     about 0.5 ms an image and capped GPU ingest."""
     if not new:
         return []
+    change_log.serialise_writers(session)  # first: before bump_version's row lock
     bump_version(session, collection_id)
     now = datetime.now(UTC)
     ids = list(
@@ -185,6 +189,7 @@ def insert_items(session: Session, collection_id: int, new: Sequence[NewItem]) -
     ]
     if metadata:
         session.execute(insert(MetadataEntry), metadata)
+    change_log.record(session, collection_id, change_log.ADD, ids)
     return ids
 
 
@@ -231,10 +236,12 @@ def delete_items(session: Session, collection_id: int, ids: Sequence[int]) -> li
     """Delete the given items; returns the ids that existed."""
     existing = list(get_items(session, collection_id, ids))
     if existing:
+        change_log.serialise_writers(session)  # first: before bump_version's row lock
         bump_version(session, collection_id)
         for table in (Vector, Label, MetadataEntry, Thumbnail):
             session.execute(delete(table).where(table.item_id.in_(existing)))
         session.execute(delete(Item).where(Item.id.in_(existing)))
+        change_log.record(session, collection_id, change_log.DELETE, existing)
     return existing
 
 

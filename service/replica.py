@@ -1,0 +1,90 @@
+"""The serving side of replication: the change-log follower's life cycle, health flipped
+to NOT_SERVING while this replica lags, and the metrics endpoint (docs/REPLICAS.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from grpc_health.v1 import health, health_pb2
+from prometheus_client import CollectorRegistry
+
+from indexer.catalog.context import Context
+from indexer.catalog.replication import Follower
+from indexer.store.database import database_reachable
+from service.metrics import MetricsInterceptor, new_registry, serve_metrics
+from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+#: How often health is brought in line with the lag.
+HEALTH_CHECK_S = 0.5
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass
+class Replica:
+    settings: ServiceSettings
+    follower: Follower
+    registry: CollectorRegistry
+    interceptor: MetricsInterceptor
+    serving: bool = True
+    _watcher: asyncio.Task[None] | None = None
+    _metrics_server: Any = None
+    _names: Sequence[str] = field(default_factory=tuple)
+
+    @classmethod
+    def prepare(cls, ctx: Context, settings: ServiceSettings) -> Replica:
+        """Before the start-up reconcile: remember the change log's head (see Follower)."""
+        follower = Follower(ctx)
+        follower.start_position()
+        registry = new_registry(ctx, follower)
+        return cls(settings, follower, registry, MetricsInterceptor(registry))
+
+    async def start(self, health_servicer: health.aio.HealthServicer, names: Sequence[str]) -> None:
+        """Once serving: follow the log, watch the lag, serve metrics if asked to."""
+        self.follower.start()
+        self._names = tuple(names)
+        self._watcher = asyncio.create_task(self._watch(health_servicer))
+        if self.settings.metrics_listen:
+            self._metrics_server = serve_metrics(self.settings.metrics_listen, self.registry)
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.shutdown)
+            self._metrics_server.server_close()
+        await asyncio.to_thread(self.follower.stop)
+
+    async def _watch(self, health_servicer: health.aio.HealthServicer) -> None:
+        limit = self.settings.replica_max_lag_s
+        while True:
+            await asyncio.sleep(HEALTH_CHECK_S)
+            lag = self.follower.lag_s()
+            # The database away (restarting, connections refused) is NOT_SERVING too.
+            reachable = await asyncio.to_thread(database_reachable, self.follower.ctx.engine)
+            serving = lag <= limit and reachable
+            if serving == self.serving:
+                continue
+            self.serving = serving
+            if not reachable:
+                log.warning("the database is unreachable: NOT_SERVING until it is back")
+            elif serving:
+                log.info("replica caught up (lag %.1f s): SERVING", lag)
+            else:
+                log.warning(
+                    "replica %.1f s behind the change log (limit %.1f s): NOT_SERVING",
+                    lag,
+                    limit,
+                )
+            for name in self._names:
+                await health_servicer.set(name, SERVING if serving else NOT_SERVING)
