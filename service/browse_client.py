@@ -50,8 +50,11 @@ class BrowseClientMixin:
         labels_any: Sequence[str] = (),
         metadata: Mapping[str, str] | None = None,
         label_source: str = "",
+        *,
+        without_thumbnail: bool = False,
     ) -> pb.ListItemsResponse:
-        """One page of items; pass `next_page_token` back for the next (empty = last page)."""
+        """One page of items; pass `next_page_token` back for the next (empty = last page).
+        `without_thumbnail` lists only the items whose thumbnail is still to be backfilled."""
         request = pb.ListItemsRequest(
             collection=collection,
             page_size=page_size,
@@ -59,6 +62,7 @@ class BrowseClientMixin:
             order_by=order_by,
             filter=strata_pb2.Filter(labels_any=list(labels_any), metadata=dict(metadata or {})),
             label_source=label_source,
+            without_thumbnail=without_thumbnail,
         )
         return self._call(self.browse_stub.ListItems, request)
 

@@ -97,6 +97,7 @@ class BrowseServicer(pb_grpc.BrowseServicer):
             labels_any=list(request.filter.labels_any),
             metadata=dict(request.filter.metadata),
             label_source=request.label_source,
+            without_thumbnail=request.without_thumbnail,
         )
         return convert_browse.listing(result)
 

@@ -5,8 +5,10 @@ cached 2-D projections that follow the collection's changes, and token permissio
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -340,3 +342,82 @@ def test_every_ingested_item_has_a_thumbnail_row(
             )
         )
     assert stored == set(ids.values())
+
+
+# -- CLI ------------------------------------------------------------------------------------
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], server: object, *args: str) -> tuple[int, Any]:
+    """`strata ARGS --server ... --json` in this process; returns (rc, its JSON document)."""
+    from service.cli.main import main
+
+    capsys.readouterr()
+    rc = main([*args, "--server", server.address, "--json"])  # type: ignore[attr-defined]
+    return rc, json.loads(capsys.readouterr().out)
+
+
+def test_cli_items_list_pages_and_filters(
+    capsys: pytest.CaptureFixture[str], server: object, browsed: tuple[str, dict[str, int]]
+) -> None:
+    name, ids = browsed
+    rc, first = run_cli(capsys, server, "items", "list", "--collection", name, "--page-size", "7")
+    assert rc == 0 and first["total"] == len(ids) and len(first["items"]) == 7
+    seen = [i["id"] for i in first["items"]]
+    token = first["next_page_token"]
+    while token:
+        rc, page = run_cli(
+            capsys, server, "items", "list", "--collection", name, "--page-size", "7",
+            "--page-token", token,
+        )  # fmt: skip
+        seen += [i["id"] for i in page["items"]]
+        token = page["next_page_token"]
+    assert seen == sorted(ids.values())
+    rc, cats = run_cli(
+        capsys, server, "items", "list", "--collection", name, "--label", "cat",
+        "--meta", "half=odd", "--source", "human", "--order-by=-uri",
+    )  # fmt: skip
+    assert rc == 0 and cats["total"] == 5 and cats["next_page_token"] == ""
+    uris = [i["uri"] for i in cats["items"]]
+    assert uris == sorted(uris, reverse=True)
+    assert all(i["labels"][0]["label"] == "cat" for i in cats["items"])
+
+
+def test_cli_backfill_matches_files_by_uri_and_map_draws_a_png(
+    capsys: pytest.CaptureFixture[str],
+    server: object,
+    client: StrataClient,
+    images: list[tuple[str, bytes]],
+    tmp_path: Path,
+) -> None:
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, (_, data) in enumerate(images[:6]):
+        (folder / f"{i}.jpg").write_bytes(data)
+    client.create_collection(name)
+    try:
+        rc, indexed = run_cli(capsys, server, "index", str(folder), "--collection", name)
+        assert rc == 0 and indexed["added"] == 6
+        ctx = server.running.ctx  # type: ignore[attr-defined]
+        with ctx.sessions.begin() as session:  # as if indexed before thumbnails existed
+            ids = list(session.scalars(select(Item.id).where(Item.uri.like(f"{folder}%"))))
+            session.execute(delete(Thumbnail).where(Thumbnail.item_id.in_(ids)))
+        assert len(ids) == 6
+        (folder / "5.jpg").write_bytes(images[7][1])  # changed since it was indexed
+        rc, done = run_cli(
+            capsys, server, "thumbnails", "backfill", str(folder), "--collection", name, "--quiet"
+        )
+        assert rc == 1 and done["written"] == 5 and done["matched"] == 6
+        assert [f["uri"] for f in done["failed"]] == [str(folder / "5.jpg")]
+        assert "content hash" in done["failed"][0]["error"]
+        assert len(client.list_items(name, without_thumbnail=True).items) == 1
+
+        client.set_labels(name, {ids[0]: ["cat"], ids[1]: ["cat"], ids[2]: ["dog"]})
+        out = tmp_path / "map.png"
+        rc, drawn = run_cli(capsys, server, "map", "--collection", name, "--out", str(out))
+        assert rc == 0 and drawn["count"] == 6 and drawn["depth"] == "semantics"
+        assert drawn["classes"] == ["cat", "dog"]
+        with Image.open(out) as picture:
+            assert picture.format == "PNG" and picture.width > 400
+    finally:
+        client.delete_collection(name)

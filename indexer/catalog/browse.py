@@ -46,6 +46,7 @@ def list_items(
     labels_any: Sequence[str] = (),
     metadata: Mapping[str, str] | None = None,
     label_source: str = "",
+    without_thumbnail: bool = False,
 ) -> ItemListing:
     """One page of a collection's items. A page token continues exactly the listing it came
     from (same order and filters); it survives items being added or deleted meanwhile."""
@@ -66,7 +67,7 @@ def list_items(
             hint=f"ask for 1 to {MAX_PAGE_SIZE} items a page (0 = {DEFAULT_PAGE_SIZE})",
         )
     metadata = dict(metadata or {})
-    listing = _listing_digest(order_by, labels_any, metadata, label_source)
+    listing = _listing_digest(order_by, labels_any, metadata, label_source, without_thumbnail)
     after = _read_token(page_token, listing) if page_token else None
     collection = get_collection(ctx, collection_name)
     with ctx.sessions() as session:
@@ -77,6 +78,7 @@ def list_items(
             labels_any=list(labels_any),
             metadata=metadata,
             label_source=label_source,
+            without_thumbnail=without_thumbnail,
             after=after,
             limit=page_size or DEFAULT_PAGE_SIZE,
         )
@@ -86,9 +88,15 @@ def list_items(
 
 
 def _listing_digest(
-    order_by: str, labels_any: Sequence[str], metadata: Mapping[str, str], label_source: str
+    order_by: str,
+    labels_any: Sequence[str],
+    metadata: Mapping[str, str],
+    label_source: str,
+    without_thumbnail: bool,
 ) -> str:
-    what = json.dumps([order_by, sorted(labels_any), sorted(metadata.items()), label_source])
+    what = json.dumps(
+        [order_by, sorted(labels_any), sorted(metadata.items()), label_source, without_thumbnail]
+    )
     return hashlib.sha256(what.encode()).hexdigest()[:16]
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from indexer.core.vocabulary import UNLABELLED
-from indexer.store.models import Item, Label, MetadataEntry, Projection
+from indexer.store.models import Item, Label, MetadataEntry, Projection, Thumbnail
 
 #: A position in a listing: the sort key of the last item shown and its id (ties by id).
 After = tuple[Any, int]
@@ -32,6 +32,7 @@ def _conditions(
     labels_any: Sequence[str],
     metadata: Mapping[str, str],
     label_source: str,
+    without_thumbnail: bool,
 ) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = [Item.collection_id == collection_id]
     if labels_any:
@@ -50,6 +51,8 @@ def _conditions(
         conditions.append(Item.id.not_in(select(Label.item_id)))
     elif label_source:
         conditions.append(Item.id.in_(select(Label.item_id).where(Label.source == label_source)))
+    if without_thumbnail:
+        conditions.append(Item.id.not_in(select(Thumbnail.item_id)))
     return conditions
 
 
@@ -61,6 +64,7 @@ def list_items(
     labels_any: Sequence[str] = (),
     metadata: Mapping[str, str] | None = None,
     label_source: str = "",
+    without_thumbnail: bool = False,
     after: After | None = None,
     limit: int = 100,
 ) -> ItemPage:
@@ -72,7 +76,9 @@ def list_items(
     An item's confidence is the highest confidence among its labels (of `label_source`
     when that names a source), 0 when it has none. Uris sort by code point on every
     database (PostgreSQL's collation "C"), as Python's sorted() does."""
-    conditions = _conditions(collection_id, labels_any, metadata or {}, label_source)
+    conditions = _conditions(
+        collection_id, labels_any, metadata or {}, label_source, without_thumbnail
+    )
     total = int(session.scalar(select(func.count()).select_from(Item).where(*conditions)) or 0)
     descending = order_by.startswith("-")
     field = order_by.lstrip("-")

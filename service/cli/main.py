@@ -9,12 +9,23 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.cli import backbones, collections, index, insight, items, labels, query, serve
+from service.cli import (
+    backbones,
+    collections,
+    index,
+    insight,
+    items,
+    labels,
+    maps,
+    query,
+    serve,
+    thumbnails,
+)
 from service.cli.inputs import UsageError
 from service.client import StrataClient, StrataClientError, default_server
 
 #: Command groups, each registering its parsers next to its handlers.
-GROUPS = (serve, backbones, collections, index, query, items, labels, insight)
+GROUPS = (serve, backbones, collections, index, query, items, labels, insight, thumbnails, maps)
 
 
 def build_parser() -> argparse.ArgumentParser:

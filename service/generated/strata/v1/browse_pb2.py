@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import strata_pb2 as strata_dot_v1_dot_strata__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16strata/v1/browse.proto\x12\tstrata.v1\x1a\x16strata/v1/strata.proto\"7\n\x14GetThumbnailsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x03\"X\n\tThumbnail\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\"R\n\x15GetThumbnailsResponse\x12(\n\nthumbnails\x18\x01 \x03(\x0b\x32\x14.strata.v1.Thumbnail\x12\x0f\n\x07missing\x18\x02 \x03(\x03\"J\n\x19\x42\x61\x63kfillThumbnailsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\x03\x12\r\n\x05image\x18\x03 \x01(\x0c\"X\n\x1a\x42\x61\x63kfillThumbnailsResponse\x12\x0f\n\x07written\x18\x01 \x01(\x03\x12)\n\x06\x66\x61iled\x18\x02 \x03(\x0b\x32\x19.strata.v1.AddImageResult\"\x98\x01\n\x10ListItemsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12!\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x11.strata.v1.Filter\x12\x14\n\x0clabel_source\x18\x06 \x01(\t\"[\n\x11ListItemsResponse\x12\x1e\n\x05items\x18\x01 \x03(\x0b\x32\x0f.strata.v1.Item\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\"I\n\x14GetProjectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\"\xa4\x01\n\nProjection\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\x03\x12\x0b\n\x03ids\x18\x05 \x01(\x0c\x12\n\n\x02xy\x18\x06 \x01(\x0c\x12\x0e\n\x06\x63\x61\x63hed\x18\x07 \x01(\x08\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x12\x1a\n\x12\x63ollection_version\x18\t \x01(\x03\x32\xd2\x02\n\x06\x42rowse\x12R\n\rGetThumbnails\x12\x1f.strata.v1.GetThumbnailsRequest\x1a .strata.v1.GetThumbnailsResponse\x12\x63\n\x12\x42\x61\x63kfillThumbnails\x12$.strata.v1.BackfillThumbnailsRequest\x1a%.strata.v1.BackfillThumbnailsResponse(\x01\x12\x46\n\tListItems\x12\x1b.strata.v1.ListItemsRequest\x1a\x1c.strata.v1.ListItemsResponse\x12G\n\rGetProjection\x12\x1f.strata.v1.GetProjectionRequest\x1a\x15.strata.v1.Projectionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16strata/v1/browse.proto\x12\tstrata.v1\x1a\x16strata/v1/strata.proto\"7\n\x14GetThumbnailsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x03\"X\n\tThumbnail\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\"R\n\x15GetThumbnailsResponse\x12(\n\nthumbnails\x18\x01 \x03(\x0b\x32\x14.strata.v1.Thumbnail\x12\x0f\n\x07missing\x18\x02 \x03(\x03\"J\n\x19\x42\x61\x63kfillThumbnailsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\x03\x12\r\n\x05image\x18\x03 \x01(\x0c\"X\n\x1a\x42\x61\x63kfillThumbnailsResponse\x12\x0f\n\x07written\x18\x01 \x01(\x03\x12)\n\x06\x66\x61iled\x18\x02 \x03(\x0b\x32\x19.strata.v1.AddImageResult\"\xb3\x01\n\x10ListItemsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\x12!\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x11.strata.v1.Filter\x12\x14\n\x0clabel_source\x18\x06 \x01(\t\x12\x19\n\x11without_thumbnail\x18\x07 \x01(\x08\"[\n\x11ListItemsResponse\x12\x1e\n\x05items\x18\x01 \x03(\x0b\x32\x0f.strata.v1.Item\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\"I\n\x14GetProjectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\"\xa4\x01\n\nProjection\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\x03\x12\x0b\n\x03ids\x18\x05 \x01(\x0c\x12\n\n\x02xy\x18\x06 \x01(\x0c\x12\x0e\n\x06\x63\x61\x63hed\x18\x07 \x01(\x08\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x12\x1a\n\x12\x63ollection_version\x18\t \x01(\x03\x32\xd2\x02\n\x06\x42rowse\x12R\n\rGetThumbnails\x12\x1f.strata.v1.GetThumbnailsRequest\x1a .strata.v1.GetThumbnailsResponse\x12\x63\n\x12\x42\x61\x63kfillThumbnails\x12$.strata.v1.BackfillThumbnailsRequest\x1a%.strata.v1.BackfillThumbnailsResponse(\x01\x12\x46\n\tListItems\x12\x1b.strata.v1.ListItemsRequest\x1a\x1c.strata.v1.ListItemsResponse\x12G\n\rGetProjection\x12\x1f.strata.v1.GetProjectionRequest\x1a\x15.strata.v1.Projectionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,13 +43,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BACKFILLTHUMBNAILSRESPONSE']._serialized_start=368
   _globals['_BACKFILLTHUMBNAILSRESPONSE']._serialized_end=456
   _globals['_LISTITEMSREQUEST']._serialized_start=459
-  _globals['_LISTITEMSREQUEST']._serialized_end=611
-  _globals['_LISTITEMSRESPONSE']._serialized_start=613
-  _globals['_LISTITEMSRESPONSE']._serialized_end=704
-  _globals['_GETPROJECTIONREQUEST']._serialized_start=706
-  _globals['_GETPROJECTIONREQUEST']._serialized_end=779
-  _globals['_PROJECTION']._serialized_start=782
-  _globals['_PROJECTION']._serialized_end=946
-  _globals['_BROWSE']._serialized_start=949
-  _globals['_BROWSE']._serialized_end=1287
+  _globals['_LISTITEMSREQUEST']._serialized_end=638
+  _globals['_LISTITEMSRESPONSE']._serialized_start=640
+  _globals['_LISTITEMSRESPONSE']._serialized_end=731
+  _globals['_GETPROJECTIONREQUEST']._serialized_start=733
+  _globals['_GETPROJECTIONREQUEST']._serialized_end=806
+  _globals['_PROJECTION']._serialized_start=809
+  _globals['_PROJECTION']._serialized_end=973
+  _globals['_BROWSE']._serialized_start=976
+  _globals['_BROWSE']._serialized_end=1314
 # @@protoc_insertion_point(module_scope)

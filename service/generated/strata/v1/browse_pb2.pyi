@@ -56,20 +56,22 @@ class BackfillThumbnailsResponse(_message.Message):
     def __init__(self, written: _Optional[int] = ..., failed: _Optional[_Iterable[_Union[_strata_pb2.AddImageResult, _Mapping]]] = ...) -> None: ...
 
 class ListItemsRequest(_message.Message):
-    __slots__ = ("collection", "page_size", "page_token", "order_by", "filter", "label_source")
+    __slots__ = ("collection", "page_size", "page_token", "order_by", "filter", "label_source", "without_thumbnail")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     LABEL_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    WITHOUT_THUMBNAIL_FIELD_NUMBER: _ClassVar[int]
     collection: str
     page_size: int
     page_token: str
     order_by: str
     filter: _strata_pb2.Filter
     label_source: str
-    def __init__(self, collection: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., order_by: _Optional[str] = ..., filter: _Optional[_Union[_strata_pb2.Filter, _Mapping]] = ..., label_source: _Optional[str] = ...) -> None: ...
+    without_thumbnail: bool
+    def __init__(self, collection: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., order_by: _Optional[str] = ..., filter: _Optional[_Union[_strata_pb2.Filter, _Mapping]] = ..., label_source: _Optional[str] = ..., without_thumbnail: _Optional[bool] = ...) -> None: ...
 
 class ListItemsResponse(_message.Message):
     __slots__ = ("items", "next_page_token", "total")
