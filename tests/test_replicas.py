@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ServeProcess, free_port
-
 from photos import colour_photos, jpeg
+
 from service.client import ImageToAdd, StrataClient
 
 #: The promise of the issue: a change through any replica is searchable on every one within.
