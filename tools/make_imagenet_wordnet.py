@@ -13,19 +13,25 @@ committed file is what this script makes).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import sys
 from pathlib import Path
-
-import timm
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "indexer" / "backbones" / "data" / "imagenet_wordnet.json"
 LICENCE_OUT = OUT.with_name("WORDNET_LICENSE")
 WORDNET = Path("/usr/share/wordnet/data.noun")
 LICENCE = Path("/usr/share/doc/wordnet-base/copyright")
-TIMM_SYNSETS = Path(timm.__file__).parent / "data" / "_info" / "imagenet_synsets.txt"
+# Found without importing timm (and torch with it): only its data file is read.
+_TIMM = importlib.util.find_spec("timm")
+TIMM_SYNSETS = (
+    Path(_TIMM.origin if _TIMM and _TIMM.origin else "timm").parent
+    / "data"
+    / "_info"
+    / "imagenet_synsets.txt"
+)
 #: WordNet pointer symbols for a hypernym and an instance hypernym.
 HYPERNYM_POINTERS = ("@", "@i")
 
