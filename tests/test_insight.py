@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from conftest import ServerHandle
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from labelled_images import crop_set
 from photos import jpeg, photo, photo_jpeg
 from PIL import Image
@@ -348,6 +349,10 @@ def test_insight_is_healthy_and_read_only(server: ServerHandle):
         stub = health_pb2_grpc.HealthStub(channel)
         answer = stub.Check(health_pb2.HealthCheckRequest(service=INSIGHT_SERVICE_NAME))
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        (listed,) = list(reflection.ServerReflectionInfo(iter([request]), timeout=30))
+        assert INSIGHT_SERVICE_NAME in {s.name for s in listed.list_services_response.service}
     assert not needs_write(f"/{INSIGHT_SERVICE_NAME}/Explain")
     assert not needs_write(f"/{INSIGHT_SERVICE_NAME}/Channels")
     assert needs_write(f"/{INSIGHT_SERVICE_NAME}/SomethingNew")
