@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import free_port
 
 from service.client import StrataClient
 from service.server import RunningServer, create_server
@@ -147,14 +148,6 @@ def collection(client: StrataClient) -> Iterator[str]:
 
 
 # -- `strata serve` as a separate process (for tests that kill it or measure its memory) --
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServeProcess:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ServerHandle
+from helpers import cosine
 from photos import photo, photo_jpeg
 from PIL import Image, ImageOps
 
@@ -37,10 +38,6 @@ def vectors(client: StrataClient, collection: str, images: list[tuple[str, bytes
         {v.depth: np.asarray(v.values, dtype=np.float64) for v in e.vectors}
         for e in client.embed(images, collection=collection)
     ]
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import cosine
 from photos import photo, png
 from PIL import Image
 from test_cli import strata
@@ -41,11 +42,6 @@ def thumbnails() -> list[tuple[str, Image.Image]]:
 
 def vectors(embedding: Any) -> dict[str, np.ndarray]:
     return {v.depth: np.asarray(v.values) for v in embedding.vectors}
-
-
-def cosine(a: Any, b: Any) -> float:
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
 
 
 @pytest.fixture

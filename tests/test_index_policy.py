@@ -12,6 +12,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
+from helpers import exact_neighbours, recall
 from sqlalchemy.orm import Session, sessionmaker
 
 from indexer.core.settings import Settings, SettingsError
@@ -57,17 +58,6 @@ def policy(**overrides: object) -> IndexPolicy:
     return IndexPolicy(**values)
 
 
-def brute_force(ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    scores = queries.astype(np.float64) @ vectors.astype(np.float64).T
-    return ids[np.argsort(-scores, axis=1, kind="stable")[:, :k]]
-
-
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(
-        np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)])
-    )
-
-
 def fill(index: VectorIndex, ids: np.ndarray, vectors: np.ndarray, chunk: int = 500) -> None:
     for start in range(0, len(ids), chunk):
         index.add(ids[start : start + chunk], vectors[start : start + chunk])
@@ -110,7 +100,7 @@ def test_flat_up_to_threshold_is_exact(data: tuple[np.ndarray, ...]) -> None:
     assert index.kind == FLAT and index.ntotal == THRESHOLD
     _, found = index.search(queries, 10)
     np.testing.assert_array_equal(
-        found, brute_force(ids[:THRESHOLD], vectors[:THRESHOLD], queries, 10)
+        found, exact_neighbours(ids[:THRESHOLD], vectors[:THRESHOLD], queries, 10)[1]
     )
 
 
@@ -125,7 +115,7 @@ def test_switches_to_ivf_past_threshold_and_keeps_recall(data: tuple[np.ndarray,
     assert 1 <= index.nprobe < index.built.lists, "calibrated below an exhaustive scan"
     assert index.built.recall >= 0.95
     _, found = index.search(queries, 10)
-    assert recall(found, brute_force(ids, vectors, queries, 10)) >= 0.9
+    assert recall(found, exact_neighbours(ids, vectors, queries, 10)[1]) >= 0.9
     # A stored vector still finds itself first.
     _, own = index.search(vectors[:50], 1)
     np.testing.assert_array_equal(own[:, 0], ids[:50])
@@ -139,7 +129,7 @@ def test_retrains_when_it_doubles(data: tuple[np.ndarray, ...]) -> None:
     assert index.rebuilds_done == 3 and index.built.vectors == 4_000
     assert index.built.lists == policy().lists_for(4_000)
     _, found = index.search(queries, 10)
-    assert recall(found, brute_force(ids, vectors, queries, 10)) >= 0.9
+    assert recall(found, exact_neighbours(ids, vectors, queries, 10)[1]) >= 0.9
 
 
 def test_ivf_remove_filter_and_large_k(data: tuple[np.ndarray, ...]) -> None:
@@ -155,13 +145,15 @@ def test_ivf_remove_filter_and_large_k(data: tuple[np.ndarray, ...]) -> None:
     _, found = index.search(vectors[gone[:50]], 10)
     assert not np.isin(found, ids[gone]).any(), "removed vectors are never found"
     _, found = index.search(queries, 10)
-    assert recall(found, brute_force(ids[keep], vectors[keep], queries, 10)) >= 0.9
+    assert recall(found, exact_neighbours(ids[keep], vectors[keep], queries, 10)[1]) >= 0.9
 
     # A selective filter widens nprobe until the allowed items are all scanned: exact.
     rng = np.random.default_rng(3)
     chosen = np.sort(rng.choice(keep, size=7, replace=False))
     scores, found = index.search(queries, 5, ids[chosen])
-    np.testing.assert_array_equal(found, brute_force(ids[chosen], vectors[chosen], queries, 5))
+    np.testing.assert_array_equal(
+        found, exact_neighbours(ids[chosen], vectors[chosen], queries, 5)[1]
+    )
     assert np.isfinite(scores).all()
     # k beyond what nprobe cells hold: still k answers, empty slots only past ntotal.
     _, found = index.search(queries[:3], 1000)
@@ -180,7 +172,7 @@ def test_back_to_flat_when_it_shrinks(data: tuple[np.ndarray, ...]) -> None:
     assert index.kind == FLAT and index.ntotal == 900
     np.testing.assert_array_equal(np.sort(index.ids()), ids[:900])
     scores, found = index.search(queries, 10)
-    assert recall(found, brute_force(ids[:900], vectors[:900], queries, 10)) >= 0.98
+    assert recall(found, exact_neighbours(ids[:900], vectors[:900], queries, 10)[1]) >= 0.98
     np.testing.assert_allclose(
         scores, np.sort(queries @ vectors[:900].T, axis=1)[:, ::-1][:, :10], atol=2e-3
     )
@@ -252,7 +244,7 @@ def test_manager_rebuilds_ivf_from_sql_and_reconciles(
     assert first.rebuilds == 1 and index.kind == IVF  # no file yet: built straight from SQL
     np.testing.assert_array_equal(np.sort(index.ids()), item_ids)
     _, found = index.search(queries, 10)
-    assert recall(found, brute_force(item_ids, vectors[:count], queries, 10)) >= 0.9
+    assert recall(found, exact_neighbours(item_ids, vectors[:count], queries, 10)[1]) >= 0.9
     path = first.path_for(collection_id, "semantics")
     assert path.is_file() and manifest_path(path).is_file()
 
@@ -282,7 +274,7 @@ def test_manager_rebuilds_ivf_from_sql_and_reconciles(
     assert rebuilt.kind == FLAT and rebuilt.ntotal == count - 900
     _, found = rebuilt.search(queries, 10)
     np.testing.assert_array_equal(
-        found, brute_force(item_ids[900:], vectors[900:count], queries, 10)
+        found, exact_neighbours(item_ids[900:], vectors[900:count], queries, 10)[1]
     )
 
 
@@ -361,7 +353,7 @@ def test_background_rebuild_does_not_stop_searches(data: tuple[np.ndarray, ...])
     assert index.kind == IVF and answered
     np.testing.assert_array_equal(np.sort(index.ids()), ids)
     _, found = index.search(queries, 10)
-    assert recall(found, brute_force(ids, vectors, queries, 10)) >= 0.9
+    assert recall(found, exact_neighbours(ids, vectors, queries, 10)[1]) >= 0.9
 
 
 @pytest.mark.parametrize("kind", [FLAT, IVF])

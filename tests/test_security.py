@@ -11,7 +11,6 @@ import ipaddress
 import json
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import grpc
 import pytest
 from conftest import ServeProcess, ServerHandle
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers import settled, wait_for
 
 from indexer.core.settings import SettingsError
 from service import auth, cli
@@ -142,6 +142,14 @@ def make_authority(name: str) -> Authority:
 def authorities() -> tuple[Authority, Authority]:
     """(the real CA, a rogue CA) with their server and client certificates."""
     return make_authority("strata-test"), make_authority("rogue")
+
+
+def _outcome(call: Callable[[], object]) -> object:
+    """The call's answer, or the error it raised."""
+    try:
+        return call()
+    except StrataClientError as exc:
+        return exc
 
 
 def refused(call: Callable[[], object]) -> StrataClientError:
@@ -328,11 +336,10 @@ def test_work_stops_when_the_client_gives_up(
         error = refused(lambda: hasty.search("deadline", [d.data for d in images[:200]], k=1))
         assert error.code == "DEADLINE_EXCEEDED"
     with handle.client(timeout=60) as client:
-        time.sleep(1.5)  # a batch already in the model may still land
-        stored = client.get_collection("deadline").items
-        time.sleep(1.5)
-        assert client.get_collection("deadline").items == stored, "work went on after the deadline"
-        assert stored < len(images), stored
+        # A batch already in the model may still land; then the count must stop, short of
+        # every image (work that went on after the deadline would store them all).
+        stored = settled(lambda: client.get_collection("deadline").items)
+        assert stored < len(images), f"work went on after the deadline: {stored} stored"
         print(f"deadline: {stored} of {len(images)} images stored before the client gave up")
         hits = client.search("deadline", [images[0].data], k=1)[0]
         assert {d.hits[0].uri for d in hits.results} == {images[0].uri}
@@ -351,9 +358,13 @@ def test_requests_over_the_concurrency_cap_are_resource_exhausted(
 
     with handle.client(timeout=60) as client:
         calls = [client.stub.AddImages(held_open(), timeout=60) for _ in range(2)]
-        time.sleep(0.5)
-        error = refused(client.list_collections)
-        assert error.code == "RESOURCE_EXHAUSTED", error
+        # Once both held calls occupy their slots, the next call is refused.
+        error = wait_for(
+            lambda: _outcome(client.list_collections),
+            lambda e: isinstance(e, StrataClientError),
+            what="a call over the cap being refused",
+        )
+        assert isinstance(error, StrataClientError) and error.code == "RESOURCE_EXHAUSTED", error
         release.set()
         assert [list(call) for call in calls] == [[], []]
         assert client.list_collections() == []

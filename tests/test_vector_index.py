@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ServerHandle
+from helpers import exact_neighbours
 from photos import photo_crops, photo_jpeg
 
 from indexer.store.index_files import IndexFileError, manifest_path
@@ -36,14 +37,6 @@ def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ids, unit_rows(rng, len(ids)), unit_rows(rng, 25)
 
 
-def brute_force(
-    ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    scores = queries.astype(np.float64) @ vectors.astype(np.float64).T
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(scores, order, axis=1), ids[order]
-
-
 def assert_same_results(
     got: tuple[np.ndarray, np.ndarray], expected: tuple[np.ndarray, np.ndarray]
 ) -> None:
@@ -64,13 +57,13 @@ def filled_index(ids: np.ndarray, vectors: np.ndarray) -> VectorIndex:
 # -- search ------------------------------------------------------------------------------------
 
 
-def test_flat_search_equals_brute_force(data: tuple[np.ndarray, ...]) -> None:
+def test_flat_search_equals_exact_neighbours(data: tuple[np.ndarray, ...]) -> None:
     ids, vectors, queries = data
     index = filled_index(ids, vectors)
     assert index.ntotal == len(ids) and index.dirty
     np.testing.assert_array_equal(np.sort(index.ids()), np.sort(ids))
     for k in (1, 10, 57):
-        assert_same_results(index.search(queries, k), brute_force(ids, vectors, queries, k))
+        assert_same_results(index.search(queries, k), exact_neighbours(ids, vectors, queries, k))
     # Each stored vector finds itself first with cosine 1.
     scores, found = index.search(vectors[:40], 1)
     np.testing.assert_array_equal(found[:, 0], ids[:40])
@@ -81,7 +74,9 @@ def test_k_larger_than_index_and_empty_index(data: tuple[np.ndarray, ...]) -> No
     ids, vectors, queries = data
     small = VectorIndex(DIM)
     small.add(ids[:5], vectors[:5])
-    assert_same_results(small.search(queries, 50), brute_force(ids[:5], vectors[:5], queries, 5))
+    assert_same_results(
+        small.search(queries, 50), exact_neighbours(ids[:5], vectors[:5], queries, 5)
+    )
     empty = VectorIndex(DIM)
     scores, found = empty.search(queries, 10)
     assert (found == -1).all() and np.isneginf(scores).all()
@@ -98,7 +93,7 @@ def test_id_selector_equals_brute_force_over_allowed(data: tuple[np.ndarray, ...
         allowed = ids[chosen]
         k = 10
         scores, found = index.search(queries, k, allowed)
-        want_scores, want_ids = brute_force(allowed, vectors[chosen], queries, min(k, size))
+        want_scores, want_ids = exact_neighbours(allowed, vectors[chosen], queries, min(k, size))
         np.testing.assert_array_equal(found[:, : min(k, size)], want_ids)
         np.testing.assert_allclose(scores[:, : min(k, size)], want_scores, atol=1e-5)
         assert (found[:, min(k, size) :] == -1).all()  # fewer allowed than k: empty slots
@@ -118,7 +113,7 @@ def test_remove(data: tuple[np.ndarray, ...]) -> None:
     keep = np.setdiff1d(np.arange(len(ids)), gone)
     assert index.ntotal == len(keep)
     assert_same_results(
-        index.search(queries, 20), brute_force(ids[keep], vectors[keep], queries, 20)
+        index.search(queries, 20), exact_neighbours(ids[keep], vectors[keep], queries, 20)
     )
     # A removed vector is not found even by itself.
     _, found = index.search(vectors[gone[:10]], 5)
@@ -150,7 +145,7 @@ def test_save_load_round_trip(tmp_path: Path, data: tuple[np.ndarray, ...]) -> N
         np.testing.assert_array_equal(a_scores, b_scores)
     # The loaded index keeps working: add, remove, filter.
     loaded.add(ids[:100], vectors[:100])
-    assert_same_results(loaded.search(queries, 10), brute_force(ids, vectors, queries, 10))
+    assert_same_results(loaded.search(queries, 10), exact_neighbours(ids, vectors, queries, 10))
 
 
 def _flip_byte(path: Path) -> None:
