@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import image_samples as samples
 import pytest
 from conftest import ServerHandle
+from helpers import free_port
 from photos import photo, photo_jpeg, png
 
 from service.client import StrataClient
@@ -242,12 +242,6 @@ def test_unreachable_server(tmp_path: Path) -> None:
 
 
 # -- strata serve ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_serve_starts_and_stops_on_sigterm(
