@@ -20,12 +20,25 @@ from service.cli import (
     query,
     serve,
     thumbnails,
+    web,
 )
 from service.cli.inputs import UsageError
 from service.client import StrataClient, StrataClientError, default_server
 
 #: Command groups, each registering its parsers next to its handlers.
-GROUPS = (serve, backbones, collections, index, query, items, labels, insight, thumbnails, maps)
+GROUPS = (
+    serve,
+    backbones,
+    collections,
+    index,
+    query,
+    items,
+    labels,
+    insight,
+    web,
+    thumbnails,
+    maps,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.run is serve.cmd_serve:
         return serve.cmd_serve(args)
+    if args.run is web.cmd_web:  # makes its own clients, one per browser token
+        return web.cmd_web(args)
     try:
         with StrataClient(
             args.server,

@@ -1,0 +1,66 @@
+"""`strata web`: the browser app (service/web) on uvicorn, a gRPC client of --server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from service.client import default_server
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.web.app import create_app
+    from service.web.config import DEFAULT_TIMEOUT, WebSettings, is_loopback, split_listen
+
+    def pem(path: str | None) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
+    try:
+        host, port = split_listen(args.listen)
+    except ValueError as exc:
+        print(f"strata: error: USAGE: {exc}", file=sys.stderr)
+        return 2
+    if args.max_upload_mb <= 0:
+        print("strata: error: USAGE: --max-upload-mb must be positive", file=sys.stderr)
+        return 2
+    settings = WebSettings(
+        server=args.server or default_server(),
+        token=args.token or os.environ.get("STRATA_TOKEN") or None,
+        root_certificates=pem(args.ca),
+        private_key=pem(args.key),
+        certificate_chain=pem(args.cert),
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        timeout=args.timeout or DEFAULT_TIMEOUT,
+    )
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not is_loopback(host):
+        logging.getLogger("strata.web").warning(
+            "listening on %s: anyone who can reach this address can use the app with the "
+            "server's permissions; keep it on 127.0.0.1 or put TLS and a token in front",
+            host,
+        )
+    print(f"strata web: http://{host}:{port}/ (gRPC server {settings.server})", flush=True)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction, client_options: argparse.ArgumentParser) -> None:
+    web = commands.add_parser(
+        "web",
+        parents=[client_options],
+        help="browser app: search by depth, map, probes, label workbench",
+    )
+    web.add_argument(
+        "--listen", default="127.0.0.1:8080", help="HOST:PORT to serve on (default 127.0.0.1:8080)"
+    )
+    web.add_argument(
+        "--max-upload-mb", type=float, default=32.0, help="largest image upload (default 32)"
+    )
+    web.set_defaults(run=cmd_web)
