@@ -16,6 +16,12 @@ if [ ! -f /usr/share/wordnet/data.noun ]; then
   (apt-get update -qq && apt-get install -y -qq wordnet-base) || echo "wordnet-base not installed"
 fi
 
+# Headless Chromium for tests/test_web.py (strata web in a real browser); skips without it.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) \
+    || echo "chromium not installed: tests/test_web.py will skip"
+fi
+
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
   for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
