@@ -212,6 +212,12 @@ def test_explain_probe_label_looks_at_the_photo_half(
     assert all(r.status == "added" for r in results)
     client.probe(collection, ["semantics"])
     paths = [str(p) for _, p in canvases]
+    # Before a probe exists at parts, explaining a label there is refused with the fix.
+    code, document = cli(
+        "explain", paths[0], "--collection", collection, "--label", "cat", "--depth", "parts",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 1 and "strata probe" in document["error"]["message"]
     code, document = cli(
         "explain", *paths, "--collection", collection, "--label", "cat", "--out", str(tmp_path)
     )
@@ -222,6 +228,16 @@ def test_explain_probe_label_looks_at_the_photo_half(
         assert 0.0 < e["score"] <= 1.0
         # Most of the mass on the photo's half (measured 0.75 either side on CPU).
         assert mass_on(e["heatmap"], side) > 0.65, side
+    # A probe at a spatial depth stops the forward pass at its tap; still explained there.
+    client.probe(collection, ["parts"])
+    code, document = cli(
+        "explain", paths[1], "--collection", collection, "--label", "cat", "--depth", "parts",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0
+    e = document["explanations"][0]
+    assert e["depth"] == "parts" and np.asarray(e["heatmap"]).shape == (14, 14)
+    assert mass_on(e["heatmap"], "right") > 0.5
     # A label the probe does not know is refused with the labels it does know.
     code, document = cli(
         "explain", paths[0], "--collection", collection, "--label", "dog", "--out", str(tmp_path)

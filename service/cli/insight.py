@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from service.cli.inputs import UsageError, read_images
 from service.cli.output import emit
@@ -17,6 +19,8 @@ from service.client import StrataClient
 
 #: Heatmap values are rounded to this many decimals in --json.
 HEATMAP_DECIMALS = 4
+#: Images per Explain call (each is a forward and a backward pass on the server).
+IMAGES_PER_CALL = 8
 
 
 def _safe_name(uri: str) -> str:
@@ -30,13 +34,19 @@ def cmd_explain(args: argparse.Namespace, client: StrataClient) -> int:
         raise UsageError("give at least one IMAGE")
     if args.label and args.imagenet_class:
         raise UsageError("give --label or --imagenet-class, not both")
-    explanations = client.explain(
-        args.collection,
-        images,
-        depth=args.depth or "",
-        label=args.label or "",
-        imagenet_class=args.imagenet_class or "",
-    )
+    explanations = []
+    with tqdm(total=len(images), unit="img", desc="explaining", file=sys.stderr) as bar:
+        # Several calls of a few images: a progress bar, and far below the request limit.
+        for start in range(0, len(images), IMAGES_PER_CALL):
+            chunk = images[start : start + IMAGES_PER_CALL]
+            explanations += client.explain(
+                args.collection,
+                chunk,
+                depth=args.depth or "",
+                label=args.label or "",
+                imagenet_class=args.imagenet_class or "",
+            )
+            bar.update(len(chunk))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     entries: list[dict[str, Any]] = []
