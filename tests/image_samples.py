@@ -26,27 +26,10 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
+from photos import photo
 from PIL import Image
-from skimage import data as skdata
 
 # --- photos -----------------------------------------------------------------------------------
-
-
-@functools.cache
-def _photo_array(which: str) -> np.ndarray:
-    loaders: dict[str, Callable[[], np.ndarray]] = {
-        "chelsea": skdata.chelsea,  # 451×300 cat
-        "coffee": skdata.coffee,  # 600×400 cup
-        "astronaut": skdata.astronaut,  # 512×512
-    }
-    array = loaders[which]()
-    array.setflags(write=False)
-    return array
-
-
-def photo(which: str = "chelsea") -> Image.Image:
-    """A fresh RGB copy of one of scikit-image's bundled photos."""
-    return Image.fromarray(_photo_array(which)).convert("RGB")
 
 
 def encode(image: Image.Image, fmt: str, **params: Any) -> bytes:
@@ -321,7 +304,7 @@ def photo_16bit_png() -> bytes:
 
 @functools.cache
 def rgb_16bit_png() -> bytes:
-    return png_raw(_photo_array("chelsea").astype(np.uint16) * 257, 16, 2)
+    return png_raw(np.asarray(photo("chelsea")).astype(np.uint16) * 257, 16, 2)
 
 
 @functools.cache

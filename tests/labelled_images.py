@@ -8,15 +8,13 @@
 
 from __future__ import annotations
 
-import functools
-import io
 import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
+from photos import jpeg, photo
 from PIL import Image
-from skimage import data as skdata
 
 CIFAR_ZIP = Path(os.environ.get("STRATA_CIFAR_ZIP", "/work/shared/datasets/cifar10-small.zip"))
 CIFAR_MISSING = f"{CIFAR_ZIP} is not on this machine (shared datasets are dev/CI only)"
@@ -28,26 +26,15 @@ CROP_SIZE = 128
 Example = tuple[str, bytes, str]
 
 
-def jpeg(image: Image.Image, quality: int = 90) -> bytes:
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue()
-
-
-@functools.cache
-def _photo(name: str) -> Image.Image:
-    return Image.fromarray(getattr(skdata, name)())
-
-
 def crop(label: str, seed: int) -> Image.Image:
     """A random crop (45-85% of the short side, anywhere, maybe mirrored) of the class's
     photo, resized to CROP_SIZE."""
     rng = np.random.default_rng(seed)
-    photo = _photo(CROP_CLASSES[label])
-    side = int(min(photo.size) * rng.uniform(0.45, 0.85))
-    left = int(rng.integers(0, photo.size[0] - side + 1))
-    top = int(rng.integers(0, photo.size[1] - side + 1))
-    image = photo.crop((left, top, left + side, top + side)).resize((CROP_SIZE, CROP_SIZE))
+    source = photo(CROP_CLASSES[label])
+    side = int(min(source.size) * rng.uniform(0.45, 0.85))
+    left = int(rng.integers(0, source.size[0] - side + 1))
+    top = int(rng.integers(0, source.size[1] - side + 1))
+    image = source.crop((left, top, left + side, top + side)).resize((CROP_SIZE, CROP_SIZE))
     return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else image
 
 
@@ -56,7 +43,7 @@ DISTINCT_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_fiel
 
 
 def distinct_photos(size: int = 200) -> list[tuple[str, Image.Image]]:
-    return [(name, _photo(name).resize((size, size))) for name in DISTINCT_PHOTOS]
+    return [(name, photo(name).resize((size, size))) for name in DISTINCT_PHOTOS]
 
 
 def crop_set(per_class: int, seed: int = 0, prefix: str = "crops") -> list[Example]:

@@ -271,7 +271,7 @@ def test_transparent_pixels_become_white(sample: str) -> None:
     # Opaque pixels keep the photo (grey for LA, quantised for the palette).
     reference = photo_pixels()
     if sample == "la_png":
-        reference = np.asarray(samples.photo().convert("L").convert("RGB"), dtype=np.int16)
+        reference = np.asarray(samples.photo("chelsea").convert("L").convert("RGB"), dtype=np.int16)
     opaque = np.ones(got.shape[:2], dtype=bool)
     opaque[top:bottom, left:right] = False
     tolerance = 12.0 if sample == "palette_transparency_png" else 1.0
@@ -289,7 +289,7 @@ def test_16bit_gradient_maps_to_full_8bit_range() -> None:
 @pytest.mark.parametrize("sample", ["photo_16bit_png", "float_tiff"])
 def test_high_depth_grey_photo_matches_8bit(sample: str) -> None:
     got = pixels(decode_image(samples.ODD_BUT_VALID[sample](), name=sample))
-    grey = np.asarray(samples.photo().convert("L").convert("RGB"), dtype=np.int16)
+    grey = np.asarray(samples.photo("chelsea").convert("L").convert("RGB"), dtype=np.int16)
     assert mean_abs_diff(got, grey) < 0.6
 
 
@@ -360,13 +360,13 @@ def test_exif_rotated_jpeg_matches_upright_twin() -> None:
     assert (rotated.width, rotated.height) == (upright.width, upright.height) == (451, 300)
     assert mean_abs_diff(pixels(rotated), pixels(upright)) < 2.0
     # And against the wrong rotation it is far off (the check has teeth).
-    wrong = np.asarray(samples.photo().transpose(Image.Transpose.ROTATE_180), dtype=np.int16)
+    wrong = np.asarray(samples.photo("chelsea").transpose(Image.Transpose.ROTATE_180), dtype=np.int16)
     assert mean_abs_diff(pixels(rotated), wrong) > 20.0
 
 
 def test_corrupt_exif_costs_orientation_not_item() -> None:
     # An EXIF block whose IFD offset points past its end: pixels are fine, EXIF is not.
-    data = samples.encode(samples.photo(), "JPEG", exif=b"MM\x00*\x00\x00\xff\xff")
+    data = samples.encode(samples.photo("chelsea"), "JPEG", exif=b"MM\x00*\x00\x00\xff\xff")
     decoded = decode_image(data, name="odd-exif.jpg")
     assert (decoded.width, decoded.height) == (451, 300)
 
