@@ -354,6 +354,55 @@ def test_add_images_page_uploads_files_and_lists_failures(
     assert "upload/broken.jpg" not in {i.uri for i in page_of_items.items}
 
 
+def test_bulk_tab_labels_a_shift_click_range(
+    driver: Any, web: WebProcess, photos_collection: str, grpc_client: StrataClient
+) -> None:
+    page(driver, web, f"/collections/{photos_collection}/labels?tab=bulk")
+    wait_for(driver, "document.querySelectorAll('#bulk-grid .tile').length > 2")
+    tiles = driver.find_elements("css selector", "#bulk-grid .tile")
+    expected = sorted(int(t.get_attribute("data-id")) for t in tiles[:3])
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    tiles[0].click()
+    ActionChains(driver).key_down(Keys.SHIFT).click(tiles[2]).key_up(Keys.SHIFT).perform()
+    assert driver.find_element("id", "bulk-count").text == "3"
+    assert driver.current_url.endswith("tab=bulk")  # selecting is not "search by this"
+    label = f"bulk-{uuid.uuid4().hex[:6]}"
+    driver.find_element("id", "bulk-label").send_keys(label)
+    driver.find_element("css selector", "#bulk-form button").click()
+    wait_for(driver, "document.getElementById('bulk-count').textContent === '0'")
+    rows = grpc_client.export_labels(photos_collection, "human").labels
+    assert sorted(r.id for r in rows if r.label == label) == expected
+    no_js_errors(driver)
+
+
+def test_duplicates_tab_keeps_the_chosen_image_and_drops_the_others(
+    driver: Any, web: WebProcess, photos_collection: str, grpc_client: StrataClient
+) -> None:
+    copy = jpeg(photo("coffee"), quality=70)
+    [added] = grpc_client.add_images(photos_collection, [ImageToAdd("dup/coffee.jpg", copy)])
+    original = grpc_client.search(photos_collection, [jpeg(photo("coffee"))], k=1)[0]
+    original_id = next(h.id for h in original.results[-1].hits if h.uri == "skimage/coffee.jpg")
+    page(driver, web, f"/collections/{photos_collection}/labels?tab=duplicates")
+    wait_for(driver, f"document.querySelector('.dup-group figure[data-id=\"{added.id}\"]')")
+    group = driver.find_element(
+        "xpath", f"//div[contains(@class,'dup-group')][.//figure[@data-id='{added.id}']]"
+    )
+    members = [
+        int(f.get_attribute("data-id")) for f in group.find_elements("css selector", "figure")
+    ]
+    assert original_id in members
+    group.find_element("css selector", f"figure[data-id='{original_id}']").click()
+    assert driver.current_url.endswith("tab=duplicates")
+    group.find_element("css selector", "button.danger").click()
+    wait_for(driver, "document.querySelector('#dup-groups').textContent.includes('kept #')")
+    stored = {i.id for i in grpc_client.list_items(photos_collection, page_size=1000).items}
+    assert original_id in stored
+    assert not (set(members) - {original_id}) & stored
+    no_js_errors(driver)
+
+
 # -- security -----------------------------------------------------------------------------------
 
 

@@ -101,8 +101,12 @@ async def search(request: Request) -> Response:
             name, [query], depths=depths, k=k, labels_any=labels_any, metadata=metadata
         )[0]
         tags: list[dict[str, Any]] = []
-        if image is not None:
-            tags = views.tags(client.classify([("query", image)], k=5)[0])
+        picture = image
+        if picture is None:  # a stored item: tag its thumbnail (pages never hold originals)
+            found = client.get_thumbnails(name, [query]).thumbnails
+            picture = found[0].data if found and found[0].data else None
+        if picture is not None:
+            tags = views.tags(client.classify([("query", picture)], k=5)[0])
         return {"query": result.query, "depths": views.hits(result), "tags": tags}
 
     return JSONResponse(await _call(request, work))
