@@ -271,7 +271,11 @@ def test_probe_writes_a_confusion_matrix_per_depth(
 
 
 def test_channels_finds_the_items_planted_in_a_channel(
-    server: ServerHandle, client: StrataClient, cli: Callable[..., Any], collection: str
+    server: ServerHandle,
+    client: StrataClient,
+    cli: Callable[..., Any],
+    collection: str,
+    tmp_path: Path,
 ):
     names = ("chelsea", "coffee", "astronaut", "rocket", "camera", "moon", "page", "coins")
     results = list(client.add_images(collection, [ImageToAdd(n, photo_jpeg(n)) for n in names]))
@@ -297,6 +301,15 @@ def test_channels_finds_the_items_planted_in_a_channel(
     assert first["values"] == pytest.approx([0.95, 0.9, 0.85], abs=1e-6)
     variances = [c["variance"] for c in document["channels"]]
     assert variances == sorted(variances, reverse=True)
+    # These uris are not files: the grid falls back to Browse thumbnails or grey tiles.
+    out = tmp_path / "planted.png"
+    code, document = cli(
+        "channels", "--collection", collection, "--depth", "parts", "--channels", "3",
+        "--top", "3", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0
+    with Image.open(out) as grid:
+        assert grid.size == grid_size(3, 3)
 
 
 def test_channels_grid_shows_the_items(
