@@ -16,11 +16,14 @@ import pytest
 from conftest import ServeProcess, free_port
 from photos import colour_photos, jpeg
 
+from indexer.store.index_policy import IVF
 from service.client import ImageToAdd, StrataClient
 
 #: The promise of the issue: a change through any replica is searchable on every one within.
 WITHIN_S = 5.0
 DEPTH = "semantics"
+#: Indexes above this many vectors are IVF in these replicas (tiny, to train one cheaply).
+FLAT_MAX = 60
 
 
 def photo(name: str) -> bytes:
@@ -37,14 +40,21 @@ def replicas(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[ServeProcess]]:
     """Two replicas, each with its own data folder (its own FAISS files), on one database;
-    both serve metrics so the tests can read their index sizes."""
+    both serve metrics so the tests can read their index sizes. They share a build folder,
+    and indexes past FLAT_MAX vectors become IVF (built once, by the builder)."""
     logs = tmp_path_factory.mktemp("replica-logs")
+    shared = tmp_path_factory.mktemp("shared-builds")
     started = []
     for n in range(2):
         process = ServeProcess(
             tmp_path_factory.mktemp(f"replica-{n}"),
             database_url,
-            {"STRATA_REPLICA_POLL_S": "0.3", "STRATA_METRICS_LISTEN": f"127.0.0.1:{free_port()}"},
+            {
+                "STRATA_REPLICA_POLL_S": "0.3",
+                "STRATA_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
+                "STRATA_SHARED_INDEX_DIR": str(shared),
+                "STRATA_INDEX_FLAT_MAX_VECTORS": str(FLAT_MAX),
+            },
             logs,
         )
         started.append(process)
@@ -62,10 +72,19 @@ def metrics_of(process: ServeProcess) -> str:
 
 def index_vectors(process: ServeProcess, collection: str, depth: str = DEPTH) -> int | None:
     """The replica's own FAISS index size, from its metrics (None: not opened)."""
-    prefix = f'strata_index_vectors{{collection="{collection}",depth="{depth}",'
+    found = index_state(process, collection, depth)
+    return None if found is None else found[1]
+
+
+def index_state(
+    process: ServeProcess, collection: str, depth: str = DEPTH
+) -> tuple[str, int] | None:
+    """(kind, vectors) of the replica's own index, from its metrics (None: not opened)."""
+    prefix = f'strata_index_vectors{{collection="{collection}",depth="{depth}",kind="'
     for line in metrics_of(process).splitlines():
         if line.startswith(prefix):
-            return int(float(line.rsplit(" ", 1)[1]))
+            kind = line[len(prefix) :].split('"', 1)[0]
+            return kind, int(float(line.rsplit(" ", 1)[1]))
     return None
 
 
@@ -176,3 +195,29 @@ def test_health_is_not_serving_while_a_replica_lags(
             ca.delete_collection(name)
     finally:
         slow.kill()
+
+
+def test_one_replica_builds_the_ivf_index_and_the_other_adopts_it(
+    replicas: list[ServeProcess], small_jpegs: Callable[..., list[tuple[str, bytes]]]
+) -> None:
+    """Past FLAT_MAX vectors the index turns IVF: the builder (holder of the builder lock)
+    trains it once and publishes it to the shared folder, the other replica adopts it
+    instead of training its own; both then answer the same."""
+    name = f"r-{uuid.uuid4().hex[:8]}"
+    photos = small_jpegs(FLAT_MAX + 40, 11)
+    marks = [len(p.log(10_000_000)) for p in replicas]
+    with replicas[0].client(timeout=300) as c0, replicas[1].client(timeout=300) as c1:
+        c0.create_collection(name, depths=[DEPTH])
+        for client in (c0, c1):
+            assert top_uri(client, name, photos[0][1]) is None  # both have it open
+        results = list(c1.add_images(name, [ImageToAdd(uri, data) for uri, data in photos]))
+        assert all(r.status == "added" for r in results)
+        wait_for(lambda: all(index_state(p, name) == (IVF, len(photos)) for p in replicas), 60.0)
+        new_logs = [p.log(10_000_000)[mark:] for p, mark in zip(replicas, marks, strict=True)]
+        built = [log.count(f"index rebuilt as {IVF}") for log in new_logs]
+        adopted = [log.count(f"adopted the builder's {IVF} index") for log in new_logs]
+        assert sorted(built) == [0, 1], (built, adopted)  # trained once, on one replica
+        assert adopted[built.index(0)] >= 1
+        for uri, data in photos[:5]:
+            assert top_uri(c0, name, data) == top_uri(c1, name, data) == uri
+        c0.delete_collection(name)

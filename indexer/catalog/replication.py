@@ -12,18 +12,23 @@ indexes itself right after committing them.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from indexer.catalog.context import Context
 from indexer.store import change_log, repository
 from indexer.store.change_log import ChangeRow
+from indexer.store.index_files import Manifest, manifest_path
+from indexer.store.models import Collection
+from indexer.store.shared_builds import BuilderElection, SharedBuilds
 from indexer.store.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -62,6 +67,12 @@ class Follower:
         self._next_prune = 0.0
         self._lock = threading.Lock()  # one poll at a time (the thread, or catch_up())
         self.totals = Applied(0, 0, 0, 0)
+        # One builder among the replicas when they share a folder (shared_builds).
+        shared = settings.shared_index_dir
+        self.shared = SharedBuilds(Path(shared)) if shared else None
+        self.election = BuilderElection(ctx.engine, Path(shared)) if shared else None
+        self._adopted: dict[tuple[int, str], float] = {}  # shared file stamp adopted
+        self.adoptions = 0
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -82,6 +93,8 @@ class Follower:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self.election is not None:
+            self.election.close()
 
     # -- lag ------------------------------------------------------------------------------
 
@@ -126,11 +139,16 @@ class Follower:
         for row in foreign:
             by_collection[row.collection_id].append(row)
         added = removed = dropped = 0
+        builder = self.election is not None and self.election.is_builder()
         for collection_id, changes in by_collection.items():
             if any(c.op == change_log.DROP for c in changes):
                 self.ctx.indexes.drop_collection(collection_id)
+                if builder and self.shared is not None:
+                    self.shared.drop(collection_id)
                 dropped += 1
                 continue
+            if builder:
+                self._open_all(collection_id)  # it must see every index grow to rebuild it
             deleted = np.array(
                 sorted({c.item_id for c in changes if c.op == change_log.DELETE and c.item_id}),
                 dtype=np.int64,
@@ -173,6 +191,70 @@ class Follower:
                 added += len(chunk_ids)
         return added
 
+    # -- one builder, shared files -------------------------------------------------------
+
+    def share_builds(self) -> int:
+        """Hook the loaded indexes to the builder election; a non-builder adopts builds
+        newer than its own. Returns how many builds were adopted."""
+        if self.election is None or self.shared is None:
+            return 0
+        election, shared = self.election, self.shared
+        builder = election.is_builder()
+        adopted = 0
+        for (collection_id, depth), index in self.ctx.indexes.loaded().items():
+            if index.rebuild_gate is None:
+                index.rebuild_gate = election.is_builder
+                index.on_rebuilt = self._publisher(collection_id, depth)
+            if builder:
+                index.maybe_rebuild()  # one a non-builder skipped before it became builder
+                continue
+            stamp = shared.stamp(collection_id, depth)
+            if stamp <= self._adopted.get((collection_id, depth), 0.0):
+                continue
+            if _report_on_file(shared.path_for(collection_id, depth)) == index.built:
+                self._adopted[(collection_id, depth)] = stamp  # the same build: nothing to do
+                continue
+            built = shared.read(collection_id, depth, index.dim)
+            if built is None:
+                continue
+
+            def fill(
+                ids: np.ndarray, cid: int = collection_id, name: str = depth, dim: int = index.dim
+            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                with self.ctx.sessions() as session:
+                    yield from repository.iter_vectors(session, cid, name, dim, ids)
+
+            if index.adopt(built, fill):
+                self._adopted[(collection_id, depth)] = stamp
+                adopted += 1
+                log.info(
+                    "adopted the builder's %s index of (%d, %s): %d vectors, trained on %d",
+                    built.report.kind,
+                    collection_id,
+                    depth,
+                    index.ntotal,
+                    built.report.vectors,
+                )
+        self.adoptions += adopted
+        return adopted
+
+    def _publisher(self, collection_id: int, depth: str) -> Callable[[VectorIndex], None]:
+        def publish(index: VectorIndex) -> None:
+            if self.shared is None or self.election is None or not self.election.is_builder():
+                return
+            index.save(self.shared.path_for(collection_id, depth))
+            index.save(self.ctx.indexes.path_for(collection_id, depth))
+            log.info("published the %s build of (%d, %s)", index.kind, collection_id, depth)
+
+        return publish
+
+    def _open_all(self, collection_id: int) -> None:
+        with self.ctx.sessions() as session:
+            collection = session.get(Collection, collection_id)
+            depths = [(d.name, d.dim) for d in collection.depths] if collection else []
+        for name, dim in depths:
+            self.ctx.indexes.get(collection_id, name, dim)
+
     # -- the loop -------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -186,6 +268,7 @@ class Follower:
                     continue
                 next_poll = time.monotonic() + self.poll_s
                 self.catch_up()
+                self.share_builds()
                 self._maybe_prune()
             except Exception:
                 # The database may be away for a while; the lag grows and health says so.
@@ -200,6 +283,13 @@ class Follower:
             pruned = change_log.prune(session, now - self.retention_s)
         if pruned:
             log.info("pruned %d change-log row(s) older than %.0f s", pruned, self.retention_s)
+
+
+def _report_on_file(path: Path) -> object:
+    try:
+        return Manifest.from_json(json.loads(manifest_path(path).read_text())).built
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _plus(a: Applied, b: Applied) -> Applied:

@@ -51,6 +51,9 @@ class Settings:
     #: log's new rows to the live indexes, and how long rows are kept in the log.
     replica_poll_s: float = 0.5
     replica_log_retention_s: float = 7 * 24 * 3600.0
+    #: A folder every replica mounts (e.g. a ReadWriteMany volume): when set, index
+    #: rebuilds run only on the replica holding the builder lock, the others adopt its files.
+    shared_index_dir: Path | None = None
 
     @property
     def resolved_database_url(self) -> str:

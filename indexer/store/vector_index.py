@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,10 @@ class VectorIndex:
         self._device_index: faiss.Index | None = None
         self._version = 0
         self._device_version = -1
+        # Replicas (indexer/store/shared_builds.py): whether this process may rebuild now
+        # (None: always), and who hears of a rebuild swapped in (the builder publishes it).
+        self.rebuild_gate: Callable[[], bool] | None = None
+        self.on_rebuilt: Callable[[VectorIndex], None] | None = None
 
     @classmethod
     def from_built(
@@ -266,6 +270,8 @@ class VectorIndex:
         thread, or here when the policy says so."""
         if not self.needs_rebuild() or time.monotonic() < self._no_rebuild_before:
             return
+        if self.rebuild_gate is not None and not self.rebuild_gate():
+            return  # another replica builds; this one adopts its build
         if not self.policy.background:
             self.rebuild()
             return
@@ -316,6 +322,38 @@ class VectorIndex:
             built.report.nprobe,
             built.report.seconds,
         )
+        if self.on_rebuilt is not None:
+            self.on_rebuilt(self)
+        return True
+
+    def adopt(
+        self,
+        built: BuiltIndex,
+        fill: Callable[[np.ndarray], Iterator[tuple[np.ndarray, np.ndarray]]],
+    ) -> bool:
+        """Swap in an index another process built (a replica adopting the builder's file),
+        levelled with this one's contents first: ids it lacks get their vectors from
+        `fill` (SQL), ids this index no longer has are removed, and writes made meanwhile
+        are replayed. False when a rebuild of this index is running."""
+        with self._lock:
+            if self._journal is not None:
+                return False
+            # Under the lock that writers need: every later write lands in the journal.
+            self._journal = []
+            live = index_ids(self._index, self.kind)
+        try:
+            theirs = index_ids(built.index, built.report.kind)
+            stale = np.setdiff1d(theirs, live)
+            if len(stale):
+                built.index.remove_ids(faiss.IDSelectorBatch(stale))
+            for ids, vectors in fill(np.setdiff1d(live, theirs)):
+                built.index.add_with_ids(_as_matrix(vectors, self.dim), ids)
+            self._catch_up_and_swap(built)
+        except BaseException:
+            with self._lock:
+                self._journal = None
+            raise
+        release_freed_memory()
         return True
 
     def _snapshot(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
