@@ -49,7 +49,13 @@ def collection(info: CollectionInfo) -> pb.Collection:
         framing=info.framing,
         items=info.items,
         depths=[
-            pb.DepthInfo(name=d.name, layer=d.layer, dim=d.dim, vectors=info.vectors.get(d.name, 0))
+            pb.DepthInfo(
+                name=d.name,
+                layer=d.layer,
+                dim=d.dim,
+                vectors=info.vectors.get(d.name, 0),
+                index_vectors=info.index_vectors.get(d.name, 0),
+            )
             for d in info.depths
         ],
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from indexer.backbones.registry import get_backbone
 from indexer.catalog.context import Context
@@ -32,7 +32,10 @@ class CollectionInfo:
     framing: str
     depths: tuple[DepthSpec, ...]
     items: int
-    vectors: dict[str, int]
+    vectors: dict[str, int]  # depth -> vector rows in SQL
+    #: depth -> vectors in the live FAISS index (only filled with counts; equals `vectors`
+    #: when the index is level with SQL).
+    index_vectors: dict[str, int] = field(default_factory=dict)
 
     def depth(self, name: str) -> DepthSpec:
         for depth in self.depths:
@@ -99,11 +102,13 @@ def get_collection(ctx: Context, name: str, with_counts: bool = False) -> Collec
         collection = repository.get_collection(session, name)
         if not with_counts:
             return info(collection)
-        return info(
+        counted = info(
             collection,
             repository.count_items(session, collection.id),
             repository.count_vectors(session, collection.id),
         )
+    live = {d.name: ctx.indexes.get(counted.id, d.name, d.dim).ntotal for d in counted.depths}
+    return replace(counted, index_vectors=live)
 
 
 def list_collections(ctx: Context) -> list[CollectionInfo]:

@@ -9,11 +9,12 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer.core.errors import StrataError
+from indexer.core.errors import FailedPrecondition, StrataError
 from indexer.core.metrics import DECODE_FAILURES
 from indexer.core.settings import Settings
 from indexer.engine.loader import BackboneCache, LoadedBackbone, resolve_device
@@ -42,8 +43,10 @@ class Context:
 
     @classmethod
     def open(cls, settings: Settings) -> Context:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_database_engine(settings.resolved_database_url)
+        check_data_folder(settings.data_dir)
+        engine = create_database_engine(
+            settings.resolved_database_url, settings.sqlite_busy_timeout_s
+        )
         create_schema(engine)
         origin = new_origin()
         sessions = make_session_factory(engine, origin)
@@ -96,3 +99,24 @@ class Context:
         log.info("saved %d index file(s) on close", saved)
         self.decode_pool.shutdown(wait=True)
         self.engine.dispose()
+
+
+def new_origin() -> str:
+    """A name no other process, nor this one restarted, has: host, pid and a random part."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def check_data_folder(folder: Path) -> None:
+    """Refuse to start on a data folder that cannot be written: every write would fail
+    later, one request at a time, where an operator cannot see why."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-check-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise FailedPrecondition(
+            f"the data folder {folder} is not writable: {exc.strerror or exc}",
+            hint="give the server a folder it can write (--data / STRATA_DATA_DIR), or fix "
+            "its permissions or mount options",
+        ) from exc

@@ -18,7 +18,9 @@ from sqlalchemy.orm import Session
 from indexer.backbones.wordnet import check_imagenet_head, hierarchy, is_tag_key
 from indexer.catalog.collections import CollectionInfo, get_collection
 from indexer.catalog.context import Context
-from indexer.core.errors import InvalidInput, StrataError
+from indexer.core.errors import Aborted, InvalidInput, NotFound, StrataError, quote
+from indexer.core.validation import check_labels, check_metadata
+from indexer.core.vocabulary import check_request_size
 from indexer.engine.extract import embed_prepared
 from indexer.imaging.prepare import PreparedImage
 from indexer.imaging.thumbnail import Thumbnail
@@ -48,13 +50,14 @@ class AddResult:
 
 def add_images(ctx: Context, collection_name: str, inputs: Sequence[ImageInput]) -> list[AddResult]:
     """Add a batch; one result per input, in order. Bad images fail alone."""
-    if len(inputs) > ctx.settings.max_images_per_request:
-        raise InvalidInput(
-            f"{len(inputs)} images in one call exceeds the limit of "
-            f"{ctx.settings.max_images_per_request}",
-            hint="send them in smaller batches (the streaming AddImages RPC does this for you)",
-        )
+    check_request_size(
+        len(inputs),
+        ctx.settings.max_images_per_request,
+        "images",
+        hint="send them in smaller batches (the streaming AddImages RPC does this for you)",
+    )
     collection = get_collection(ctx, collection_name)
+    ctx.indexes.check_space()  # disk full: refuse new images until index files can be saved
     results: list[AddResult | None] = [None] * len(inputs)
     for position, item in enumerate(inputs):
         if not item.uri:
@@ -65,6 +68,12 @@ def add_images(ctx: Context, collection_name: str, inputs: Sequence[ImageInput])
                     "an image has an empty uri", hint="give every image a name or path"
                 ),
             )
+            continue
+        try:  # the same checks as SetLabels, so whatever is stored can be exported and re-imported
+            check_labels(item.labels, quote(item.uri))
+            check_metadata(item.metadata, quote(item.uri))
+        except InvalidInput as exc:
+            results[position] = AddResult(item.uri, "failed", error=exc)
     backbone = ctx.backbones.get(collection.backbone)
     todo = [i for i, r in enumerate(results) if r is None]
     prepared = ctx.prepare_images(
@@ -79,17 +88,50 @@ def add_images(ctx: Context, collection_name: str, inputs: Sequence[ImageInput])
             results[position] = AddResult(inputs[position].uri, "failed", error=outcome)
         else:
             good.append((position, outcome))
-    if good:
+    for round_ in _rounds(good):
         for attempt in range(3):
             try:
-                _store(ctx, collection, inputs, good, results)
+                _store(ctx, collection, inputs, round_, results)
                 break
-            except IntegrityError:
+            except IntegrityError as exc:
+                # The collection deleted meanwhile (a foreign key) is not a same-uri race.
+                _refuse_if_deleted(ctx, collection_name, exc)
                 # A concurrent writer added the same uri first; look again and retry.
                 if attempt == 2:
-                    raise
+                    raise Aborted(
+                        f"collection {quote(collection_name)}: concurrent writers kept adding "
+                        "the same uris; nothing of this batch was stored",
+                        hint="retry the call",
+                    ) from exc
                 log.info("concurrent insert of the same uri; retrying batch")
     return [r for r in results if r is not None]
+
+
+def _rounds(good: list[tuple[int, PreparedImage]]) -> list[list[tuple[int, PreparedImage]]]:
+    """Split a batch so that no round holds a uri twice; the rounds are stored in order.
+
+    The same uri twice in one batch then ends as it would in two calls: the later content
+    replaces the earlier (or is unchanged when equal), whatever the batching."""
+    rounds: list[list[tuple[int, PreparedImage]]] = []
+    seen: dict[str, int] = {}
+    for position, image in good:
+        n = seen.get(image.name, 0)
+        seen[image.name] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append((position, image))
+    return rounds
+
+
+def _refuse_if_deleted(ctx: Context, collection_name: str, exc: IntegrityError) -> None:
+    try:
+        get_collection(ctx, collection_name)
+    except NotFound:
+        raise NotFound(
+            f"collection {quote(collection_name)} was deleted while images were being added; "
+            "this batch was not stored",
+            hint="create the collection again and re-send the images",
+        ) from exc
 
 
 def _store(
@@ -109,12 +151,10 @@ def _store(
             for uri, item in repository.find_items_by_uri(session, collection.id, names).items()
         }
     to_embed: list[tuple[int, PreparedImage]] = []
-    seen_in_batch: set[str] = set()
-    for position, image in good:
-        if known.get(image.name) == image.content_hash or image.name in seen_in_batch:
+    for position, image in good:  # one uri at most once here (see _rounds)
+        if known.get(image.name) == image.content_hash:
             results[position] = AddResult(image.name, "unchanged")
             continue
-        seen_in_batch.add(image.name)
         to_embed.append((position, image))
     if not to_embed:
         _fill_unchanged_ids(ctx, collection, results)

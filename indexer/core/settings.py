@@ -38,6 +38,8 @@ class Settings:
     #: Converted model graphs (OpenVINO); empty: $XDG_CACHE_HOME/strata or ~/.cache/strata.
     model_cache_dir: Path | None = None
     max_pixels: int = names.MAX_PIXELS
+    #: How long a SQLite write waits for another process's lock before UNAVAILABLE.
+    sqlite_busy_timeout_s: float = 30.0
     #: Upper bounds on what one request may ask for.
     max_k: int = names.MAX_K
     max_images_per_request: int = names.MAX_IMAGES_PER_REQUEST

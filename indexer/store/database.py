@@ -10,9 +10,10 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer.core.errors import FailedPrecondition
+from indexer.core.errors import FailedPrecondition, ResourceExhausted, Unavailable
 from indexer.store.change_log import ORIGIN_INFO_KEY
 from indexer.store.models import Base
 
@@ -24,31 +25,103 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK_KEY = 0x5354524154  # "STRAT"
 
 
-def create_database_engine(url: str) -> Engine:
+def create_database_engine(
+    url: str, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000
+) -> Engine:
     """An engine for `url`; SQLite gets WAL, a busy timeout and enforced foreign keys."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+            url, connect_args={"timeout": busy_timeout_s, "check_same_thread": False}
         )
-        event.listen(engine, "connect", _sqlite_pragmas)
+        busy_ms = int(busy_timeout_s * 1000)
+        event.listen(
+            engine, "connect", lambda dbapi, record: _sqlite_pragmas(dbapi, record, busy_ms)
+        )
         # Begin write transactions up front (BEGIN IMMEDIATE): concurrent writers then wait
         # on the busy timeout instead of failing with "database is locked" on upgrade.
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
-        return engine
-    if url.startswith("postgresql"):
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-    return create_engine(url)
+    elif url.startswith("postgresql"):
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    else:
+        engine = create_engine(url)
+    translate_errors(engine, busy_timeout_s)
+    return engine
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+#: Words of driver errors that mean the database server is away (restarting, killed
+#: connections, refused connects), not that the statement was wrong.
+_AWAY = (
+    "connection refused",
+    "could not connect",
+    "server closed the connection",
+    "terminating connection",
+    "connection is closed",
+    "connection already closed",
+    "the database system is",  # ... starting up / shutting down / in recovery mode
+    "ssl connection has been closed",
+    "consuming input failed",
+    "no connection to the server",
+    "admin_shutdown",
+    "not currently accepting connections",
+    "too many connections",
+)
+
+
+def translate_errors(engine: Engine, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000) -> None:
+    """Turn driver errors that are not the caller's fault into domain errors with a hint:
+    the database away -> Unavailable (retry), disk full -> ResourceExhausted, SQLite locked
+    by another process -> Unavailable. Anything else is left as it is."""
+    where = engine.url.render_as_string(hide_password=True)
+
+    @event.listens_for(engine, "handle_error")
+    def _translate(context: ExceptionContext) -> Exception | None:
+        if context.is_pre_ping:  # the pool's own probe: it needs the driver's error
+            return None
+        text = str(context.original_exception).lower()
+        if "database or disk is full" in text or "no space left" in text:
+            return ResourceExhausted(
+                f"the database at {where} is out of disk space; nothing of this call was stored",
+                hint="free disk space in the data folder, then retry",
+            )
+        if "database is locked" in text:
+            return Unavailable(
+                f"the SQLite database at {where} stayed locked for {busy_timeout_s:g} s "
+                "(another process holds a write lock)",
+                hint="stop the other process using that file, then retry",
+            )
+        if context.is_disconnect or any(words in text for words in _AWAY):
+            return Unavailable(
+                f"the database at {where} is unreachable ({_first_line(text)})",
+                hint="retry in a few seconds; the server reconnects by itself",
+            )
+        return None
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:200] if text.strip() else "no detail"
+
+
+def database_reachable(engine: Engine) -> bool:
+    """One `SELECT 1` on a pooled connection: False while the database is away."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception:
+        return False
+    return True
+
+
+def _sqlite_pragmas(
+    dbapi_connection: Any, _record: Any, busy_ms: int = SQLITE_BUSY_TIMEOUT_MS
+) -> None:
     # Let SQLAlchemy's "begin" event issue BEGIN itself.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()

@@ -11,6 +11,7 @@ setting and the FAISS build allow it.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
+from indexer.core.errors import ResourceExhausted
 from indexer.store import repository
 from indexer.store.faiss_device import device_copier
 from indexer.store.index_files import IndexFileError, temporary_writer
@@ -45,6 +47,8 @@ class IndexManager:
         self._indexes: dict[tuple[int, str], VectorIndex] = {}
         self._lock = threading.Lock()
         self.rebuilds = 0  # how many indexes had to be rebuilt from SQL (for logs and tests)
+        #: The last save's failure (None when every dirty index was saved).
+        self.save_error: OSError | None = None
 
     def sweep_temporary_files(self) -> int:
         """Remove the temporary files of saves that a killed process left behind; a live
@@ -173,11 +177,32 @@ class IndexManager:
         with self._lock:
             items = list(self._indexes.items())
         saved = 0
+        failed: OSError | None = None
         for (collection_id, depth), index in items:
             if index.dirty:
-                index.save(self.path_for(collection_id, depth))
+                path = self.path_for(collection_id, depth)
+                try:
+                    index.save(path)
+                except OSError as exc:  # disk full, read-only: SQL still holds every vector
+                    log.error("saving %s failed (%s); it stays dirty and is retried", path, exc)
+                    failed = exc
+                    continue
                 saved += 1
+        self.save_error = failed
         return saved
+
+    def check_space(self) -> None:
+        """Refuse new writes while index files cannot be saved for lack of space; retried
+        here first, so writes resume as soon as space is freed."""
+        if self.save_error is None or self.save_error.errno != errno.ENOSPC:
+            return
+        self.save_dirty()
+        if self.save_error is not None and self.save_error.errno == errno.ENOSPC:
+            raise ResourceExhausted(
+                f"no space left in the data folder {self.root.parent}: index files cannot be "
+                "saved, so no more images are taken for now",
+                hint="free disk space there; ingest resumes by itself",
+            )
 
 
 def _process_alive(pid: int) -> bool:

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from indexer.core.vocabulary import POOLINGS
 from service.cli.output import emit, table
 from service.client import StrataClient
 from service.generated.strata.v1 import strata_pb2 as pb
@@ -22,6 +23,8 @@ def collection_doc(c: pb.Collection) -> dict[str, Any]:
         "dims": {d.name: d.dim for d in c.depths},
         "items": c.items,
         "vectors": {d.name: d.vectors for d in c.depths},
+        # The live FAISS index's size per depth (show only): equal to `vectors` when level.
+        "index_vectors": {d.name: d.index_vectors for d in c.depths},
     }
 
 
@@ -87,7 +90,7 @@ def register(commands: argparse._SubParsersAction, client_options: argparse.Argu
     create.add_argument("name")
     create.add_argument("--backbone", default=None, help="default efficientnet_lite0")
     create.add_argument("--depths", default=None, help="comma list (default edges,parts,semantics)")
-    create.add_argument("--pooling", default=None, choices=["avg", "max", "gem"])
+    create.add_argument("--pooling", default=None, choices=POOLINGS)
     create.add_argument(
         "--framing",
         default=None,

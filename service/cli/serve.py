@@ -5,10 +5,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 from pathlib import Path
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from indexer.core.errors import StrataError
+
+    try:
+        return _serve(args)
+    except (StrataError, OSError) as exc:
+        # A bad setting, an unwritable data folder, a port in use, TLS files that do not
+        # match: one clear line and exit status 2, not a traceback.
+        print(f"strata serve: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
     from service.logs import configure_logging
     from service.server import serve
     from service.settings import ServiceSettings

@@ -66,16 +66,18 @@ class ListLayersResponse(_message.Message):
     def __init__(self, backbone: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ...) -> None: ...
 
 class DepthInfo(_message.Message):
-    __slots__ = ("name", "layer", "dim", "vectors")
+    __slots__ = ("name", "layer", "dim", "vectors", "index_vectors")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_VECTORS_FIELD_NUMBER: _ClassVar[int]
     name: str
     layer: str
     dim: int
     vectors: int
-    def __init__(self, name: _Optional[str] = ..., layer: _Optional[str] = ..., dim: _Optional[int] = ..., vectors: _Optional[int] = ...) -> None: ...
+    index_vectors: int
+    def __init__(self, name: _Optional[str] = ..., layer: _Optional[str] = ..., dim: _Optional[int] = ..., vectors: _Optional[int] = ..., index_vectors: _Optional[int] = ...) -> None: ...
 
 class Collection(_message.Message):
     __slots__ = ("name", "backbone", "pooling", "depths", "items", "framing")
