@@ -32,13 +32,11 @@ import io
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,61 +46,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import PHOTO_SIZE, strata_server, write_photos  # noqa: E402
+
 BACKBONE = "efficientnet_lite0"
 DEPTHS = ("edges", "parts", "semantics")
 MIN_COSINE = 0.99
-PHOTO_SIZE = (500, 375)
-
-
-# -- photos ---------------------------------------------------------------------------------
-
-
-def _source_photos() -> list[np.ndarray]:
-    from skimage import data
-
-    return [
-        data.astronaut(),
-        data.chelsea(),
-        data.coffee(),
-        data.rocket(),
-        data.hubble_deep_field(),
-        data.retina(),
-        data.immunohistochemistry(),
-        data.stereo_motorcycle()[0],
-        data.stereo_motorcycle()[1],
-    ]
-
-
-def make_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:
-    """`count` distinct JPEGs: a random crop (35-100% of the area, 4:3 or 3:4) of a source
-    photo, resized to 500x375 or 375x500, maybe mirrored, exposure x0.8-1.2, quality 90."""
-    from PIL import Image, ImageEnhance, ImageOps
-
-    rng = np.random.default_rng(seed)
-    sources = [Image.fromarray(a).convert("RGB") for a in _source_photos()]
-    paths = []
-    for i in range(count):
-        source = sources[i % len(sources)]
-        portrait = bool(rng.random() < 0.3)
-        aspect = 3 / 4 if portrait else 4 / 3
-        width, height = source.size
-        area = width * height * rng.uniform(0.35, 1.0)
-        crop_w = min(width, round((area * aspect) ** 0.5))
-        crop_h = min(height, round(crop_w / aspect))
-        left = int(rng.integers(0, width - crop_w + 1))
-        top = int(rng.integers(0, height - crop_h + 1))
-        size = PHOTO_SIZE[::-1] if portrait else PHOTO_SIZE
-        photo = source.crop((left, top, left + crop_w, top + crop_h)).resize(
-            size, Image.Resampling.LANCZOS
-        )
-        if rng.random() < 0.5:
-            photo = ImageOps.mirror(photo)
-        photo = ImageEnhance.Brightness(photo).enhance(float(rng.uniform(0.8, 1.2)))
-        path = folder / f"photo-{i:04d}.jpg"
-        photo.save(path, "JPEG", quality=90)
-        paths.append(path)
-    return paths
-
 
 # -- baseline -------------------------------------------------------------------------------
 
@@ -180,55 +128,6 @@ class Baseline:
 
 
 # -- Strata ---------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    address: str
-    pid: int
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process so far, all threads."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@contextlib.contextmanager
-def strata_server(data_dir: Path, env: dict[str, str], log_file: Path) -> Iterator[Server]:
-    """`strata serve` in a subprocess on a free port; yields it once it answers."""
-    from service.client import StrataClient, StrataClientError
-
-    address = f"127.0.0.1:{_free_port()}"
-    command = [sys.executable, "-m", "service.cli", "serve", "--listen", address]
-    command += ["--data", str(data_dir)]
-    with log_file.open("w") as log:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + 300
-        with StrataClient(address, timeout=5) as client:
-            while True:
-                try:
-                    client.list_collections()
-                    break
-                except StrataClientError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit(f"strata serve did not start; see {log_file}") from None
-                    time.sleep(0.3)
-        yield Server(address, process.pid)
-    finally:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def strata_index(address: str, folder: Path, collection: str) -> tuple[dict[str, Any], float]:
@@ -339,7 +238,9 @@ def main() -> int:
     args = parser.parse_args()
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
 
-    env = {"STRATA_DEVICE": os.environ.get("STRATA_DEVICE", "auto")}
+    # The server sees this shell's STRATA_* settings (bench/gpu_check.sh sets some).
+    env = {k: v for k, v in os.environ.items() if k.startswith("STRATA_")}
+    env["STRATA_DEVICE"] = os.environ.get("STRATA_DEVICE", "auto")
     for name, value in (
         ("ENGINE", args.engine),
         ("PRECISION", args.precision),
@@ -353,14 +254,13 @@ def main() -> int:
         photos = root / "photos"
         photos.mkdir()
         say(f"making {args.images} photos of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} ...")
-        paths = make_photos(photos, args.images)
+        paths = write_photos(photos, args.images)
         megabytes = sum(p.stat().st_size for p in paths) / 1e6
         warm = root / "warmup"
         warm.mkdir()
         # Two full server batches at least: on a GPU the first batch of each new shape pays
         # for kernel selection and allocator growth, which belongs to the warm-up.
-        for path in make_photos(warm, max(64, 2 * (args.server_batch_size or 32)), seed=1):
-            path.rename(warm / path.name)
+        write_photos(warm, max(64, 2 * (args.server_batch_size or 32)), seed=1)
 
         baseline = Baseline.load(args.batch_size)
         baseline.run(sorted(warm.iterdir())[: args.batch_size])  # allocator and kernel warm-up

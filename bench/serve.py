@@ -25,121 +25,27 @@ load from other processes falls on both. Results go to bench/out/serve.json.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import make_photos, strata_server  # noqa: E402
+
 OUT_DIR = ROOT / "bench" / "out"
 COLLECTION = "serve-bench"
 K = 10
-
-
-# -- photos ---------------------------------------------------------------------------------
-
-
-def make_photos(count: int, seed: int) -> list[tuple[str, bytes]]:
-    """`count` JPEGs: random crops (40-100% of the area) of scikit-image's colour photos,
-    resized to 500x375 (or 375x500), maybe mirrored, exposure x0.8-1.2, quality 90."""
-    from PIL import Image, ImageEnhance, ImageOps
-    from skimage import data
-
-    sources = [
-        Image.fromarray(a).convert("RGB")
-        for a in (
-            data.astronaut(),
-            data.chelsea(),
-            data.coffee(),
-            data.rocket(),
-            data.hubble_deep_field(),
-            data.retina(),
-            data.immunohistochemistry(),
-            data.stereo_motorcycle()[0],
-        )
-    ]
-    rng = np.random.default_rng(seed)
-    photos = []
-    for i in range(count):
-        source = sources[i % len(sources)]
-        portrait = bool(rng.random() < 0.3)
-        aspect = 3 / 4 if portrait else 4 / 3
-        width, height = source.size
-        crop_w = min(width, round((width * height * rng.uniform(0.4, 1.0) * aspect) ** 0.5))
-        crop_h = min(height, round(crop_w / aspect))
-        left = int(rng.integers(0, width - crop_w + 1))
-        top = int(rng.integers(0, height - crop_h + 1))
-        size = (375, 500) if portrait else (500, 375)
-        photo = source.crop((left, top, left + crop_w, top + crop_h)).resize(size)
-        if rng.random() < 0.5:
-            photo = ImageOps.mirror(photo)
-        photo = ImageEnhance.Brightness(photo).enhance(float(rng.uniform(0.8, 1.2)))
-        buffer = io.BytesIO()
-        photo.save(buffer, "JPEG", quality=90)
-        photos.append((f"photo-{seed}-{i:04d}.jpg", buffer.getvalue()))
-    return photos
-
-
-# -- the server ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def strata_server(data_dir: Path, env: dict[str, str], log_path: Path) -> Iterator[str]:
-    """`strata serve` in a subprocess; yields its address once health says SERVING."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    address = f"127.0.0.1:{free_port()}"
-    command = [sys.executable, "-m", "service.cli", "serve", "--listen", address]
-    command += ["--data", str(data_dir), "--device", "cpu"]
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env={**clean, **env}, stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"strata serve exited: {log_path.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"strata serve not ready: {log_path.read_text()[-3000:]}")
-            with grpc.insecure_channel(address) as channel:
-                try:
-                    reply = health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(), timeout=1
-                    )
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                except grpc.RpcError:
-                    pass
-            time.sleep(0.3)
-        yield address
-    finally:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def load_test(address: str, queries: list[bytes], clients: int, seconds: float) -> dict:
@@ -338,7 +244,8 @@ def main() -> int:
             for name, env in runs.items():
                 log(f"server ({name}, env {env or 'defaults'})")
                 log_path = Path(tmp) / f"serve-{name}.log"
-                with strata_server(data_dir, env, log_path) as address:
+                with strata_server(data_dir, env, log_path, ("--device", "cpu")) as server:
+                    address = server.address
                     levels = []
                     for clients in args.clients:
                         level = load_test(address, queries, clients, args.seconds)

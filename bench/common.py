@@ -1,0 +1,142 @@
+"""What the bench scripts share: photo-like JPEGs made from scikit-image's photos, a free
+port, and `strata serve` in a subprocess that is ready once health says SERVING."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+#: 500x375 (or 375x500 portrait): the size of a typical ImageNet validation photo.
+PHOTO_SIZE = (500, 375)
+
+
+def source_photos() -> list[np.ndarray]:
+    from skimage import data
+
+    return [
+        data.astronaut(),
+        data.chelsea(),
+        data.coffee(),
+        data.rocket(),
+        data.hubble_deep_field(),
+        data.retina(),
+        data.immunohistochemistry(),
+        data.stereo_motorcycle()[0],
+        data.stereo_motorcycle()[1],
+    ]
+
+
+def make_photos(
+    count: int, seed: int = 0, size: tuple[int, int] = PHOTO_SIZE
+) -> list[tuple[str, bytes]]:
+    """`count` distinct JPEGs: a random crop (35-100% of the area, 4:3 or 3:4) of a source
+    photo, resized to `size` (or its portrait twin), maybe mirrored, exposure x0.8-1.2,
+    quality 90; (name, bytes) pairs."""
+    from PIL import Image, ImageEnhance, ImageOps
+
+    rng = np.random.default_rng(seed)
+    sources = [Image.fromarray(a).convert("RGB") for a in source_photos()]
+    photos = []
+    for i in range(count):
+        source = sources[i % len(sources)]
+        portrait = bool(rng.random() < 0.3)
+        aspect = 3 / 4 if portrait else 4 / 3
+        width, height = source.size
+        area = width * height * rng.uniform(0.35, 1.0)
+        crop_w = min(width, round((area * aspect) ** 0.5))
+        crop_h = min(height, round(crop_w / aspect))
+        left = int(rng.integers(0, width - crop_w + 1))
+        top = int(rng.integers(0, height - crop_h + 1))
+        target = size[::-1] if portrait else size
+        photo = source.crop((left, top, left + crop_w, top + crop_h)).resize(
+            target, Image.Resampling.LANCZOS
+        )
+        if rng.random() < 0.5:
+            photo = ImageOps.mirror(photo)
+        photo = ImageEnhance.Brightness(photo).enhance(float(rng.uniform(0.8, 1.2)))
+        buffer = io.BytesIO()
+        photo.save(buffer, "JPEG", quality=90)
+        photos.append((f"photo-{seed}-{i:04d}.jpg", buffer.getvalue()))
+    return photos
+
+
+def write_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    """`make_photos` written as files into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, data in make_photos(count, seed):
+        path = folder / name
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    address: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far, all threads."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def strata_server(
+    data_dir: Path, env: dict[str, str], log_path: Path, extra_args: tuple[str, ...] = ()
+) -> Iterator[Server]:
+    """`strata serve` in a subprocess on a free port (STRATA_* variables of this shell left
+    out, `env` added); yields it once health says SERVING, stops it after."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    address = f"127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "service.cli", "serve", "--listen", address]
+    command += ["--data", str(data_dir), *extra_args]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env={**clean, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"strata serve exited: {log_path.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"strata serve not ready: {log_path.read_text()[-3000:]}")
+            with grpc.insecure_channel(address) as channel:
+                try:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=1
+                    )
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.RpcError:
+                    pass
+            time.sleep(0.3)
+        yield Server(address, process.pid)
+    finally:
+        process.terminate()
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
