@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install Strata with its test dependencies into ./.venv, then lint, type-check, check the
-# import-layer contracts and run the
-# whole test suite twice: on the embedded SQLite default and on the PostgreSQL server at
-# 127.0.0.1:5432 (database `test`, trust auth), starting that server if it is down.
+# import-layer contracts and run the whole test suite twice: on the embedded SQLite default
+# and on the PostgreSQL server at 127.0.0.1:5432 (database `test`, trust auth), starting that
+# server if it is down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
