@@ -71,7 +71,12 @@ def test_chart_refuses_to_render_without_a_database() -> None:
     [
         {"database": {"url": URL}},
         {"database": {"existingSecret": "strata-db"}, "ray": {"enabled": False}},
-        {"postgresql": {"enabled": True}, "ray": {"workers": {"gpus": 1}}, "replicaCount": 3},
+        {
+            "postgresql": {"enabled": True},
+            "ray": {"workers": {"gpus": 1}},
+            "replicaCount": 3,
+            "sharedIndex": {"existingClaim": "strata-builds"},
+        },
     ],
     ids=["external-url", "existing-secret-no-ray", "bundled-postgresql-gpu-workers"],
 )
@@ -100,6 +105,14 @@ def test_chart_renders_valid_kubernetes_manifests(values: dict[str, Any]) -> Non
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == ports["metrics"]
     env = {e["name"]: e for e in container["env"]}
+    claim = values.get("sharedIndex", {}).get("existingClaim")
+    if claim:  # one builder: every pod mounts the same claim where the setting points
+        (shared,) = [v for v in pod["spec"]["volumes"] if v["name"] == "shared"]
+        assert shared["persistentVolumeClaim"]["claimName"] == claim
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "shared"]
+        assert env["STRATA_SHARED_INDEX_DIR"]["value"] == mount["mountPath"]
+    else:
+        assert "STRATA_SHARED_INDEX_DIR" not in env
     secret_name = env["STRATA_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"]
 
     (service,) = (
@@ -154,6 +167,10 @@ def test_compose_runs_two_replicas_on_one_postgresql_and_a_ray_cluster() -> None
     host_ports = [p for r in replicas for p in r["ports"]]
     assert len(set(host_ports)) == len(host_ports) == 4
     assert replicas[0]["volumes"][0] != replicas[1]["volumes"][0]  # own index files each
+    shared = {r["environment"]["STRATA_SHARED_INDEX_DIR"] for r in replicas}
+    assert len(shared) == 1  # ...and one shared folder for the builder's files
+    for replica in replicas:
+        assert any(v.endswith(":" + next(iter(shared))) for v in replica["volumes"])
     for replica in replicas:
         args = serve_args(replica["command"])
         assert args.metrics_listen and args.log_format == "json"
