@@ -110,6 +110,24 @@ def test_ingest_makes_bounded_thumbnails(
         assert np.abs(mean - expected).max() < 8, uri
 
 
+def test_device_decoded_jpegs_get_thumbnails_too(
+    make_server: Callable[..., object], images: list[tuple[str, bytes]]
+) -> None:
+    """With JPEG decoding on the model's device (here the CPU build of the same code), the
+    pixels there are already framed; the thumbnail comes from a reduced-scale CPU decode."""
+    served = make_server(device_decode="on")
+    with served.client(timeout=300) as client:  # type: ignore[attr-defined]
+        client.create_collection("device")
+        chosen = [images[0], images[3], images[5]]  # chelsea.jpg, astronaut.png, a crop
+        ids = [r.id for r in client.add_images("device", [ImageToAdd(u, d) for u, d in chosen])]
+        answer = client.get_thumbnails("device", ids)
+        assert list(answer.missing) == []
+        for (uri, data), thumb in zip(chosen, answer.thumbnails, strict=True):
+            original = Image.open(io.BytesIO(data))
+            assert max(thumb.width, thumb.height) == min(256, max(original.size)), uri
+            assert Image.open(io.BytesIO(thumb.data)).size == (thumb.width, thumb.height)
+
+
 def test_thumbnails_of_unknown_ids_are_refused(
     client: StrataClient, browsed: tuple[str, dict[str, int]]
 ) -> None:

@@ -85,7 +85,10 @@ def list_items(
     key: Any  # a column or expression to sort and compare on
     query: Any
     if field == "confidence":
-        best = select(Label.item_id, func.max(Label.confidence).label("confidence"))
+        # Only this collection's labels: other collections add nothing to scan.
+        best = select(Label.item_id, func.max(Label.confidence).label("confidence")).where(
+            Label.item_id.in_(select(Item.id).where(Item.collection_id == collection_id))
+        )
         if label_source and label_source != UNLABELLED:
             best = best.where(Label.source == label_source)
         scores = best.group_by(Label.item_id).subquery()
