@@ -19,6 +19,7 @@ async function showOnMap(depth) {
   scatter = scatter || new Scatter(canvas, { pointSize: 3 });
   const projection = await loadProjection(depth);
   scatter.resize();
+  scatter.pointSize = projection.count < 2000 ? 7 : 3;
   scatter.setData(projection.ids, projection.xy);
   const rgb = new Uint8Array(3 * projection.count);
   for (let i = 0; i < rgb.length; i += 3) rgb.set(UNLABELLED, i);
