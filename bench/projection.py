@@ -3,8 +3,9 @@ collections of 10,000 and 100,000 items, through a real server over gRPC.
 
 Items are written straight into SQL (embedding 100k real photos would take hours on a
 CPU): embedding-like 1,280-dim vectors of bench/search.py's Gaussian mixture (shaped like
-EfficientNet-Lite0 "semantics" vectors), one depth, 30 classes as labels on 60% of the items
-(half human, half predicted with a confidence). What is timed is what a client waits for:
+EfficientNet-Lite0 "semantics" vectors), one depth; each item's mixture component is its
+class, a label on 60% of the items (half human, half predicted with a confidence). What
+is timed is what a client waits for:
 
 - projection cold: the first GetProjection after a change (SQL read of every vector, PCA,
   cache write, the packed reply), and the server's own compute time (`Projection.seconds`);
@@ -45,7 +46,8 @@ from service.server import RunningServer, create_server  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
 
 OUT_DIR = ROOT / "bench" / "out"
-CLASSES = 30
+#: Mixture components, each a class: more than a legend names (strata map shows 20).
+CLASSES = 120
 CHUNK = 5000
 
 
@@ -59,17 +61,21 @@ def start(settings: ServiceSettings) -> tuple[RunningServer, asyncio.AbstractEve
 def fill(running: RunningServer, name: str, points: int, dim: int) -> None:
     """`points` items with vectors at depth "semantics" and labels, in chunks of CHUNK."""
     ctx = running.ctx
-    data = Mixture(dim=dim, clusters=CLASSES * 4)
+    data = Mixture(dim=dim, clusters=CLASSES)
     rng = np.random.default_rng(1)
     with ctx.sessions() as session:
         collection_id = repository.get_collection(session, name).id
     for number, start_at in enumerate(range(0, points, CHUNK)):
         count = min(CHUNK, points - start_at)
         vectors = data.draw(count, number)
+        # The mixture component of each vector, drawn as Mixture.draw draws it first.
+        clusters = np.random.default_rng([data.seed, 1, number]).choice(
+            data.clusters, size=count, p=data.weights
+        )
         new = []
         for i in range(count):
             kind = rng.random()
-            label = f"class-{(start_at + i) % CLASSES:02d}"
+            label = f"class-{clusters[i]:03d}"
             labels: list[tuple[str, str, float]] = []
             if kind < 0.3:
                 labels = [(label, "human", 1.0)]

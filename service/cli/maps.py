@@ -47,11 +47,9 @@ def draw(
 
     counts = Counter(n for n in names if n != UNLABELLED)
     shown = [name for name, _ in counts.most_common(legend_classes)]
-    palette = plt.get_cmap("tab20" if len(shown) <= 20 else "gist_ncar")
-    colours = {
-        name: palette(i / max(1, len(shown) - 1) if len(shown) > 20 else i)
-        for i, name in enumerate(shown)
-    }
+    # Distinct hues: tab10 up to 10 classes (tab20 pairs similar shades), then tab20.
+    palette = plt.get_cmap("tab10" if len(shown) <= 10 else "tab20")
+    colours = {name: palette(i) for i, name in enumerate(shown)}
     groups = [(UNLABELLED, (0.75, 0.75, 0.75, 1.0)), (OTHER, (0.45, 0.45, 0.45, 1.0))]
     groups += [(name, colours[name]) for name in shown]
     key = np.array([n if n in colours or n == UNLABELLED else OTHER for n in names])
@@ -75,9 +73,8 @@ def draw(
     axes.set_yticks([])
     if len(xy):
         axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, markerscale=2)
-    figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out)
+    figure.savefig(out, bbox_inches="tight")  # the legend sits outside the axes
     plt.close(figure)
     return shown
 
