@@ -10,13 +10,14 @@ with StrataClient("127.0.0.1:50051") as client:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
+from indexer.core.vocabulary import MAX_IMAGES_PER_REQUEST
 from service.browse_client import BrowseClientMixin
 from service.generated.strata.v1 import strata_pb2 as pb
 from service.generated.strata.v1 import strata_pb2_grpc as pb_grpc
@@ -169,14 +170,15 @@ class StrataClient(LabelsClientMixin, InsightClientMixin, BrowseClientMixin):
         metadata: Mapping[str, str] | None = None,
     ) -> list[pb.QueryResult]:
         """Queries may be image paths, image bytes, item ids, raw vectors or pb.Query."""
-        request = pb.SearchRequest(
-            collection=collection,
-            queries=[to_query(q, i) for i, q in enumerate(queries)],
-            depths=list(depths),
-            k=k,
-            filter=pb.Filter(labels_any=list(labels_any), metadata=dict(metadata or {})),
-        )
-        return list(self._call(self.stub.Search, request).queries)
+        where = pb.Filter(labels_any=list(labels_any), metadata=dict(metadata or {}))
+        built = [to_query(q, i) for i, q in enumerate(queries)]
+        out: list[pb.QueryResult] = []
+        for chunk in _calls(built, _query_bytes):  # long lists over several calls
+            request = pb.SearchRequest(
+                collection=collection, queries=chunk, depths=list(depths), k=k, filter=where
+            )
+            out.extend(self._call(self.stub.Search, request).queries)
+        return out
 
     def embed(
         self,
@@ -187,14 +189,17 @@ class StrataClient(LabelsClientMixin, InsightClientMixin, BrowseClientMixin):
         depths: Sequence[str] = (),
         pooling: str = "",
     ) -> list[pb.Embedding]:
-        request = pb.EmbedRequest(
-            images=[pb.NamedImage(uri=u, image=d) for u, d in images],
-            collection=collection,
-            backbone=backbone,
-            depths=list(depths),
-            pooling=pooling,
-        )
-        return list(self._call(self.stub.Embed, request).embeddings)
+        out: list[pb.Embedding] = []
+        for chunk in _calls(list(images), _image_bytes):  # long lists over several calls
+            request = pb.EmbedRequest(
+                images=[pb.NamedImage(uri=u, image=d) for u, d in chunk],
+                collection=collection,
+                backbone=backbone,
+                depths=list(depths),
+                pooling=pooling,
+            )
+            out.extend(self._call(self.stub.Embed, request).embeddings)
+        return out
 
     def classify(
         self,
@@ -206,13 +211,48 @@ class StrataClient(LabelsClientMixin, InsightClientMixin, BrowseClientMixin):
     ) -> list[pb.Prediction]:
         """Top-k ImageNet classes (with WordNet ids and paths); `coarse` > 0 adds that many
         coarse categories."""
-        request = pb.ClassifyRequest(
-            images=[pb.NamedImage(uri=u, image=d) for u, d in images],
-            k=k,
-            backbone=backbone,
-            coarse=coarse,
-        )
-        return list(self._call(self.stub.Classify, request).predictions)
+        out: list[pb.Prediction] = []
+        for chunk in _calls(list(images), _image_bytes):  # long lists over several calls
+            request = pb.ClassifyRequest(
+                images=[pb.NamedImage(uri=u, image=d) for u, d in chunk],
+                k=k,
+                backbone=backbone,
+                coarse=coarse,
+            )
+            out.extend(self._call(self.stub.Classify, request).predictions)
+        return out
+
+
+#: How much one call carries at most: the server's per-call image limit, and a share of
+#: its 64 MB message limit (the rest is room for the other fields).
+CALL_ITEMS = MAX_IMAGES_PER_REQUEST
+CALL_BYTES = 48 * 1024 * 1024
+
+T = TypeVar("T")
+
+
+def _calls(items: Sequence[T], size: Callable[[T], int]) -> Iterator[list[T]]:
+    """`items` in consecutive chunks of at most CALL_ITEMS and (but for a single item that
+    alone is larger) CALL_BYTES, in order; nothing for no items but one empty chunk, so the
+    server still answers an empty call with its own error."""
+    chunk: list[T] = []
+    total = 0
+    for item in items:
+        weight = size(item)
+        if chunk and (len(chunk) >= CALL_ITEMS or total + weight > CALL_BYTES):
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(item)
+        total += weight
+    yield chunk
+
+
+def _image_bytes(image: tuple[str, bytes]) -> int:
+    return len(image[0]) + len(image[1])
+
+
+def _query_bytes(query: pb.Query) -> int:
+    return int(query.ByteSize())
 
 
 def to_query(value: QueryLike, position: int = 0) -> pb.Query:

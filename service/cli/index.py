@@ -8,13 +8,13 @@ from collections.abc import Iterator
 
 from tqdm import tqdm
 
-from service.cli.inputs import UsageError, expand_paths
+from service.cli.inputs import UsageError, scan_paths
 from service.cli.output import emit
 from service.client import ImageToAdd, StrataClient
 
 
 def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
-    paths = expand_paths(args.paths)
+    paths, skipped = scan_paths(args.paths)
     if args.ray:  # on a Ray cluster, straight into the database; no server involved
         from service.cli.ray_index import cmd_index_ray
 
@@ -52,14 +52,17 @@ def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
         "replaced": counts["replaced"],
         "unchanged": counts["unchanged"],
         "failed": failed,
+        # Files of the folders given that were not sent, each with the reason.
+        "skipped": skipped,
     }
     emit(
         args,
         document,
         lambda: (
             f"added {counts['added']}, replaced {counts['replaced']}, unchanged "
-            f"{counts['unchanged']}, failed {len(failed)}"
+            f"{counts['unchanged']}, failed {len(failed)}, skipped {len(skipped)}"
             + "".join(f"\n  {f['error']}" for f in failed)  # each error names its file
+            + "".join(f"\n  skipped {s['uri']}: {s['reason']}" for s in skipped)
         ),
     )
     return 1 if failed else 0
