@@ -11,7 +11,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q -e '.[dev,lite]'
 
 # WordNet 3.0 (Debian wordnet-base): checks indexer/backbones/data/imagenet_wordnet.json
-# against its generator (tools/make_imagenet_wordnet.py); the test skips without it.
+# against its generator (python -m indexer.backbones.make_wordnet); the test skips without it.
 if [ ! -f /usr/share/wordnet/data.noun ]; then
   (apt-get update -qq && apt-get install -y -qq wordnet-base) || echo "wordnet-base not installed"
 fi

@@ -129,7 +129,7 @@ def test_wordnet_data_file_is_what_its_script_makes():
     if not WORDNET_NOUNS.exists():
         pytest.skip(f"{WORDNET_NOUNS} missing: apt-get install -y wordnet-base to check the file")
     done = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tools" / "make_imagenet_wordnet.py"), "--check"],
+        [sys.executable, "-m", "indexer.backbones.make_wordnet", "--check"],
         capture_output=True,
         text=True,
         timeout=120,

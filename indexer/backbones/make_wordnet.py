@@ -6,7 +6,7 @@ Inputs, both from the registries (nothing downloaded at run time):
   wordnet-base`; files in /usr/share/wordnet/). Its licence is copied beside the data file.
 - The ImageNet-1k index -> wnid order, shipped with timm (timm/data/_info/imagenet_synsets.txt).
 
-Run: `.venv/bin/python tools/make_imagenet_wordnet.py` (add `--check` to only verify that the
+Run: `.venv/bin/python -m indexer.backbones.make_wordnet` (add `--check` to only verify that the
 committed file is what this script makes).
 """
 
@@ -19,8 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "indexer" / "backbones" / "data" / "imagenet_wordnet.json"
+OUT = Path(__file__).resolve().parent / "data" / "imagenet_wordnet.json"
 LICENCE_OUT = OUT.with_name("WORDNET_LICENSE")
 WORDNET = Path("/usr/share/wordnet/data.noun")
 LICENCE = Path("/usr/share/doc/wordnet-base/copyright")
@@ -75,7 +74,7 @@ def build() -> dict[str, object]:
     return {
         "source": "WordNet 3.0 (Princeton University) data.noun via Debian wordnet-base; "
         "ImageNet-1k class order from timm imagenet_synsets.txt; "
-        "made by tools/make_imagenet_wordnet.py",
+        "made by python -m indexer.backbones.make_wordnet",
         "classes": classes,
         "synsets": dict(sorted(synsets.items())),
     }

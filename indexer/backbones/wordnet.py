@@ -2,8 +2,8 @@
 categories, and the tags stored as item metadata.
 
 ImageNet-1k's classes are WordNet noun synsets; `data/imagenet_wordnet.json` (made by
-tools/make_imagenet_wordnet.py from Debian's wordnet-base and timm's class order; WordNet's
-licence in data/WORDNET_LICENSE) holds them with every hypernym up to `entity`.
+`python -m indexer.backbones.make_wordnet` from Debian's wordnet-base and timm's class
+order; WordNet's licence in data/WORDNET_LICENSE) holds them with every hypernym up to `entity`.
 
 A class's coarse category is the most general synset on its path that covers at most
 COARSE_MAX_CLASSES of the 1,000 classes: any dog breed -> `dog` (118 classes; `canine` has
