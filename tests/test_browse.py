@@ -439,3 +439,18 @@ def test_cli_backfill_matches_files_by_uri_and_map_draws_a_png(
             assert picture.format == "PNG" and picture.width > 400
     finally:
         client.delete_collection(name)
+
+
+def test_browse_is_in_health_and_reflection(server: object) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(server.address) as channel:  # type: ignore[attr-defined]
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = health.Check(health_pb2.HealthCheckRequest(service="strata.v1.Browse"), timeout=30)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        (listed,) = list(reflection.ServerReflectionInfo(iter([request]), timeout=30))
+    assert "strata.v1.Browse" in {s.name for s in listed.list_services_response.service}
