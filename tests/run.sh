@@ -22,6 +22,13 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     || echo "chromium not installed: tests/test_web.py will skip"
 fi
 
+# Helm chart rendering (Helm's Go SDK as a PyPI wheel, no helm binary) and Kubernetes schema
+# validation for tests/test_deploy.py: in the dev extra; installed here if an older venv lacks them.
+if ! .venv/bin/python -c "import helm_python, kubernetes_validate" 2>/dev/null; then
+  .venv/bin/python -m pip install -q 'helm-python-sdk>=0.2.2' 'kubernetes-validate>=1.30' \
+    || echo "chart tools not installed: tests/test_deploy.py will skip"
+fi
+
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
   for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
