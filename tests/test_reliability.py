@@ -225,3 +225,59 @@ def test_list_backbones_shows_no_absolute_server_paths(client: StrataClient) -> 
     for backbone in client.list_backbones():
         text = str(backbone)
         assert "/work/" not in text and "/root/" not in text and "/home/" not in text, text
+
+
+# -- security: SQL metacharacters and the server's own disk ---------------------------------
+
+SQL_NASTY = [
+    "x'; DROP TABLE items; --",
+    'a" OR "1"="1',
+    "%_\\",
+    "'); DELETE FROM labels WHERE ('1'='1",
+    "Robert'); DROP TABLE collections;--",
+]
+
+
+def test_sql_metacharacters_in_every_string_field_are_plain_data(
+    client: StrataClient, collection: str, small_jpegs: Callable[..., list[tuple[str, bytes]]]
+) -> None:
+    images = small_jpegs(len(SQL_NASTY), seed=36)
+    sent = [
+        ImageToAdd(f"{nasty}/{i}", data, labels=[nasty], metadata={nasty: nasty, "k": nasty})
+        for i, (nasty, (_, data)) in enumerate(zip(SQL_NASTY, images, strict=True))
+    ]
+    results = list(client.add_images(collection, sent))
+    assert [r.status for r in results] == ["added"] * len(sent), results
+    for nasty, result in zip(SQL_NASTY, results, strict=True):
+        item = client.get_item(collection, result.id)
+        assert item.uri.startswith(nasty)
+        assert [label.label for label in item.labels] == [nasty]
+        assert dict(item.metadata) == {nasty: nasty, "k": nasty}
+        # Filters on those values find exactly that item (no pattern, no injection).
+        hits = client.search(
+            collection, [result.id], k=10, labels_any=[nasty], metadata={"k": nasty}
+        )[0]
+        assert {h.id for depth in hits.results for h in depth.hits} == {result.id}, nasty
+    # Labels by SetLabels and CSV import, and the collection name, take them as data too.
+    client.set_labels(collection, {results[0].id: [SQL_NASTY[1]]})
+    csv_text = "id,label\n" + "".join(
+        f'{r.id},"{n.replace(chr(34), chr(34) * 2)}"\n'
+        for r, n in zip(results, SQL_NASTY, strict=True)
+    )
+    assert client.import_labels(collection, csv_text).items == len(results)
+    exported = {row.label for row in client.export_labels(collection).labels}
+    assert set(SQL_NASTY) <= exported
+    error = refused(lambda: client.create_collection(SQL_NASTY[0]))
+    assert error.code == "INVALID_ARGUMENT"
+    assert client.get_collection(collection).items == len(sent)  # every table still there
+
+
+def test_a_uri_naming_a_server_file_is_never_read(client: StrataClient, collection: str) -> None:
+    # The uri is a name: the bytes come from the request. Empty bytes with a uri of a file
+    # that exists on the server is refused as an empty image, not filled from disk.
+    (result,) = client.add_images(collection, [ImageToAdd("/etc/passwd", b"")])
+    assert result.status == "failed" and result.error.code == "INVALID_ARGUMENT"
+    error = refused(
+        lambda: client.search(collection, [pb.Query(name="/etc/hostname", image=b"")], k=1)
+    )
+    assert error.code == "INVALID_ARGUMENT"
