@@ -170,18 +170,9 @@ def _probe_head(probe: StoredProbe, device: torch.device) -> Callable[[torch.Ten
 
 def _probe(ctx: Context, collection: CollectionInfo, depth: str) -> StoredProbe:
     """The probe stored at `depth`; without one, the most accurate stored probe."""
+    name = collection.depth(depth).name if depth else ""
     with ctx.sessions() as session:
-        probes = label_repository.load_probes(session, collection.id)
-    if depth:
-        wanted = collection.depth(depth).name
-        probes = [p for p in probes if p.depth == wanted]
-    if not probes:
-        where = f" at depth {quote(depth)}" if depth else ""
-        raise NotFound(
-            f"collection {quote(collection.name)} has no trained probe{where}",
-            hint=f"train one first: strata probe --collection {collection.name}",
-        )
-    return max(probes, key=lambda p: float(p.metrics.get("accuracy", 0.0)))  # type: ignore[arg-type]
+        return label_repository.best_probe(session, collection.id, collection.name, name)
 
 
 def _depth(collection: CollectionInfo, depth: str) -> DepthSpec:

@@ -141,18 +141,9 @@ def _probe_depth(
 
 def stored_probe(ctx: Context, collection: CollectionInfo, depth: str = "") -> StoredProbe:
     """The probe stored for `depth`; without a depth, the most accurate stored probe."""
+    name = collection.depth(depth).name if depth else ""
     with ctx.sessions() as session:
-        probes = label_repository.load_probes(session, collection.id)
-    if depth:
-        collection.depth(depth)
-        probes = [p for p in probes if p.depth == depth]
-    if not probes:
-        where = f" at depth {depth!r}" if depth else ""
-        raise NotFound(
-            f"collection {collection.name!r} has no trained probe{where}",
-            hint=f"train one first: strata probe --collection {collection.name}",
-        )
-    return max(probes, key=lambda p: float(p.metrics.get("accuracy", 0.0)))  # type: ignore[arg-type]
+        return label_repository.best_probe(session, collection.id, collection.name, name)
 
 
 def predict_probe(

@@ -12,6 +12,7 @@ import numpy as np
 from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.orm import Session
 
+from indexer.core.errors import NotFound, quote
 from indexer.core.vocabulary import HUMAN, PREDICTED
 from indexer.store.models import Item, Label, Probe
 
@@ -189,3 +190,19 @@ def load_probes(session: Session, collection_id: int) -> list[StoredProbe]:
             )
         )
     return out
+
+
+def best_probe(
+    session: Session, collection_id: int, collection_name: str, depth: str = ""
+) -> StoredProbe:
+    """The probe stored at depth `depth` (a depth name); without one, the most accurate."""
+    probes = load_probes(session, collection_id)
+    if depth:
+        probes = [p for p in probes if p.depth == depth]
+    if not probes:
+        where = f" at depth {quote(depth)}" if depth else ""
+        raise NotFound(
+            f"collection {quote(collection_name)} has no trained probe{where}",
+            hint=f"train one first: strata probe --collection {collection_name}",
+        )
+    return max(probes, key=lambda p: float(p.metrics.get("accuracy", 0.0)))  # type: ignore[arg-type]
