@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.decomposition import PCA  # imported once here, not inside the timed fit
+from sqlalchemy.exc import IntegrityError
 
 from indexer.catalog.collections import get_collection
 from indexer.catalog.context import Context
@@ -92,9 +93,16 @@ def get_projection(
             method,
             seconds,
         )
-        with ctx.sessions.begin() as session:
-            browse_repository.put_projection(
-                session, *key, StoredProjection(version, ids, xy, seconds)
+        try:
+            with ctx.sessions.begin() as session:
+                browse_repository.put_projection(
+                    session, *key, StoredProjection(version, ids, xy, seconds)
+                )
+        except IntegrityError:
+            # Another server process cached this projection at the same moment; either
+            # copy serves, and the answer here is complete without ours.
+            log.info(
+                "projection of %s/%s cached concurrently elsewhere", collection.name, spec.name
             )
     return ProjectionResult(collection.name, spec.name, method, ids, xy, False, seconds, version)
 
