@@ -14,6 +14,7 @@ import torch
 
 from indexer.core.metrics import FORWARD_BATCH_IMAGES, IMAGES_EMBEDDED
 from indexer.core.vocabulary import check_pooling
+from indexer.engine.factory import canonical_layers
 from indexer.engine.loader import LoadedBackbone
 from indexer.imaging.prepare import PreparedImage
 
@@ -51,14 +52,15 @@ def extract(
     """Run `batch` ((N,H,W,3) uint8) once through the backbone and tap `layers`."""
     check_pooling(pooling)
     wanted = list(dict.fromkeys(layers))
-    engine = backbone.engine(wanted, pooling, with_logits)
+    engine = backbone.engine(wanted, pooling, with_logits)  # built outside the lock below
+    order = canonical_layers(wanted)  # the engine's output order
     pixels = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.asarray(batch))
     if len(pixels) == 0:
         raise ValueError("extract needs at least one image")
     with backbone.lock:
         outputs = engine.run(pixels)
-    vectors = {name: outputs[i] for i, name in enumerate(wanted)}
-    return Features(vectors, outputs[len(wanted)] if with_logits else None)
+    vectors = {name: outputs[order.index(name)] for name in wanted}
+    return Features(vectors, outputs[len(order)] if with_logits else None)
 
 
 def embed_prepared(
