@@ -12,10 +12,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ServeProcess, free_port
 from photos import colour_photos, jpeg
 
+from indexer.catalog.collections import info
+from indexer.catalog.ingest import ItemToWrite, write_items
+from indexer.store import repository
+from indexer.store.database import create_database_engine, make_session_factory
 from indexer.store.index_policy import IVF
 from service.client import ImageToAdd, StrataClient
 
@@ -221,3 +226,34 @@ def test_one_replica_builds_the_ivf_index_and_the_other_adopts_it(
         for uri, data in photos[:5]:
             assert top_uri(c0, name, data) == top_uri(c1, name, data) == uri
         c0.delete_collection(name)
+
+
+def test_a_write_by_another_process_reaches_every_replica(
+    replicas: list[ServeProcess], database_url: str
+) -> None:
+    """Ray ingest's driver stores items with `write_items` through a session factory of its
+    own (indexer/distributed); the test process does the same, with vectors a replica
+    embedded, and both replicas find the photo within 5 s."""
+    name = f"r-{uuid.uuid4().hex[:8]}"
+    data = photo("chelsea")
+    with replicas[0].client(timeout=300) as ca, replicas[1].client(timeout=300) as cb:
+        ca.create_collection(name)
+        for client in (ca, cb):
+            assert top_uri(client, name, data) is None  # the index is open, and empty
+        [embedding] = ca.embed([("cat.jpg", data)], collection=name)
+        by_depth = {v.depth: np.asarray(v.values, np.float32) for v in embedding.vectors}
+        engine = create_database_engine(database_url)
+        try:
+            sessions = make_session_factory(engine, "test-writer")
+            with sessions() as session:
+                collection = info(repository.get_collection(session, name))
+            vectors = {d.layer: by_depth[d.name][None, :] for d in collection.depths}
+            with sessions.begin() as session:
+                write_items(
+                    session, collection, [ItemToWrite("cat.jpg", "0" * 64, 451, 300)], vectors
+                )
+        finally:
+            engine.dispose()
+        for client in (ca, cb):
+            wait_for(lambda c=client: top_uri(c, name, data) == "cat.jpg", WITHIN_S)
+        ca.delete_collection(name)
