@@ -327,6 +327,20 @@ def test_box_selection_on_the_map_labels_exactly_the_selected_items(
     wait_for(driver, f"document.getElementById('map').dataset.labelled === '{len(chosen)}'")
     rows = grpc_client.export_labels(photos_collection, "human").labels
     assert sorted(r.id for r in rows if r.label == label) == chosen
+
+    # Hover shows the thumbnail of the point under the mouse; a click opens its item. The
+    # most isolated point, so which one is under the mouse is unambiguous.
+    py = height / 2 - xy[:, 1] * unit
+    gaps_px = np.hypot(px[:, None] - px[None, :], py[:, None] - py[None, :])
+    np.fill_diagonal(gaps_px, np.inf)
+    lone = int(np.argmax(gaps_px.min(axis=1)))
+    at = (int(px[lone] - width / 2), int(py[lone] - height / 2))
+    ActionChains(driver).move_to_element_with_offset(overlay, *at).perform()
+    wait_for(driver, "!document.getElementById('hover').hidden")
+    hover_image = driver.find_element("css selector", "#hover img")
+    assert hover_image.get_attribute("src").endswith(f"/thumbnails/{int(ids[lone])}")
+    ActionChains(driver).click().perform()
+    wait_for(driver, f"location.pathname.endsWith('/items/{int(ids[lone])}')")
     no_js_errors(driver)
 
 
@@ -498,4 +512,41 @@ def test_a_server_that_wants_a_token_gets_it_from_a_login_form_into_an_httponly_
         cookie = driver.get_cookie("strata_token")
         assert cookie and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         assert driver.execute_script("return document.cookie").find("web-test-secret") == -1
+        driver.find_element("css selector", ".logout button").click()  # "Forget token"
+        wait_for(driver, "location.pathname === '/login'")
+        assert driver.get_cookie("strata_token") is None
         driver.delete_all_cookies()
+
+
+def test_over_tls_both_ways_the_cookies_are_secure(make_server: Any, tmp_path: Path) -> None:
+    """gRPC over TLS (`--ca`) and the app itself over TLS (`--listen-cert/--listen-key`):
+    the CSRF and token cookies then carry the Secure flag."""
+    import ssl
+
+    from test_security import make_authority
+
+    authority = make_authority("strata-web-test")
+    cert, key = authority.server.write(tmp_path, "server")
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(authority.ca.cert)
+    guarded = make_server(tls_cert=cert, tls_key=key)
+    with WebProcess(
+        guarded.address,
+        "--ca",
+        str(ca),
+        "--listen-cert",
+        str(cert),
+        "--listen-key",
+        str(key),
+        log_dir=tmp_path,
+        https_ca=ca,
+    ) as w:
+        https = w.url("/")
+        assert https.startswith("https://")
+        context = ssl.create_default_context(cafile=str(ca))
+        with urllib.request.urlopen(https, context=context, timeout=60) as response:
+            assert response.status == 200
+            cookie = response.headers["set-cookie"]
+        assert "strata_csrf=" in cookie and "Secure" in cookie and "HttpOnly" in cookie
+        with urllib.request.urlopen(https + "healthz", context=context, timeout=60) as response:
+            assert response.status == 200

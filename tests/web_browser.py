@@ -71,7 +71,10 @@ def free_port() -> int:
 class WebProcess:
     """`python -m service.cli web` on a free localhost port, until stop()."""
 
-    def __init__(self, server: str, *args: str, log_dir: Path | None = None):
+    def __init__(
+        self, server: str, *args: str, log_dir: Path | None = None, https_ca: Path | None = None
+    ):
+        self.https_ca = https_ca  # the app serves TLS (--listen-cert) signed by this CA
         self.port = free_port()
         self.server = server
         self.args = args
@@ -79,7 +82,8 @@ class WebProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        scheme = "https" if self.https_ca else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     def start(self, wait_healthy: bool = True, timeout: float = 60.0) -> WebProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
@@ -109,7 +113,14 @@ class WebProcess:
 
     def health(self) -> int | None:
         try:
-            with urllib.request.urlopen(self.url("/healthz"), timeout=5) as response:
+            import ssl
+
+            context = (
+                ssl.create_default_context(cafile=str(self.https_ca)) if self.https_ca else None
+            )
+            with urllib.request.urlopen(
+                self.url("/healthz"), timeout=5, context=context
+            ) as response:
                 return int(response.status)
         except urllib.error.HTTPError as exc:
             return int(exc.code)

@@ -46,8 +46,21 @@ def cmd_web(args: argparse.Namespace) -> int:
             "server's permissions; keep it on 127.0.0.1 or put TLS and a token in front",
             host,
         )
-    print(f"strata web: http://{host}:{port}/ (gRPC server {settings.server})", flush=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    if bool(args.listen_cert) != bool(args.listen_key):
+        print("strata: error: USAGE: give both --listen-cert and --listen-key", file=sys.stderr)
+        return 2
+    scheme = "https" if args.listen_cert else "http"
+    print(f"strata web: {scheme}://{host}:{port}/ (gRPC server {settings.server})", flush=True)
+    # Behind a TLS proxy on this machine, uvicorn trusts its X-Forwarded-Proto (proxy
+    # headers from 127.0.0.1), so cookies get the Secure flag there too.
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        ssl_certfile=args.listen_cert,
+        ssl_keyfile=args.listen_key,
+    )
     return 0
 
 
@@ -63,4 +76,6 @@ def register(commands: argparse._SubParsersAction, client_options: argparse.Argu
     web.add_argument(
         "--max-upload-mb", type=float, default=32.0, help="largest image upload (default 32)"
     )
+    web.add_argument("--listen-cert", default=None, help="PEM certificate: serve the app over TLS")
+    web.add_argument("--listen-key", default=None, help="PEM private key of --listen-cert")
     web.set_defaults(run=cmd_web)

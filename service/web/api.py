@@ -95,6 +95,8 @@ async def search(request: Request) -> Response:
         query: Any = image
     else:
         query = _int(request, "item", 0, 1, 2**63 - 1)
+        if not query:
+            raise BadRequest("search by ?item=ID, or POST the query image as the body")
 
     def work(client: StrataClient) -> dict[str, Any]:
         result = client.search(
