@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from indexer.core.vocabulary import DEFAULT_FOLDS
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 
@@ -77,3 +80,16 @@ def parse_pairs(values: Sequence[str]) -> Iterator[tuple[str, str]]:
         if not sep:
             raise UsageError(f"--meta {value!r} is not KEY=VALUE")
         yield key, rest
+
+
+def cross_validation_options() -> argparse.ArgumentParser:
+    """--folds and --seed, shared by every command that cross-validates."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--folds",
+        type=int,
+        default=DEFAULT_FOLDS,
+        help=f"stratified k-fold (default {DEFAULT_FOLDS})",
+    )
+    options.add_argument("--seed", type=int, default=0)
+    return options
