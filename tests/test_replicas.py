@@ -255,5 +255,9 @@ def test_a_write_by_another_process_reaches_every_replica(
         finally:
             engine.dispose()
         for client in (ca, cb):
-            wait_for(lambda c=client: top_uri(c, name, data) == "cat.jpg", WITHIN_S)
+
+            def found(c: StrataClient = client) -> bool:
+                return top_uri(c, name, data) == "cat.jpg"
+
+            wait_for(found, WITHIN_S)
         ca.delete_collection(name)
