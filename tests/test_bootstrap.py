@@ -70,11 +70,15 @@ def test_predict_labels_every_unlabelled_item(
     assert {p.id for p in result.predictions} == set(truth) - human
     correct = sum(p.label == truth[p.id] for p in result.predictions)
     assert correct / len(result.predictions) >= 0.9, result
-    assert {(c.method, c.depth) for c in result.candidates if c.method != "ensemble"} == {
+    assert {(c.method, c.depth) for c in result.candidates if "+" not in c.depth} == {
         (m, d) for m in METHODS for d in ("parts", "semantics")
     }
     (ensemble,) = [c for c in result.candidates if c.method == "ensemble"]
     assert sorted(ensemble.depth.split("+")) == ["parts", "semantics"]
+    # The probe and self-training on both depths' features combined compete too.
+    combined = [c for c in result.candidates if "+" in c.depth and c.method != "ensemble"]
+    assert {c.method for c in combined} == {"probe", "self-training"}
+    assert all(sorted(c.depth.split("+")) == ["parts", "semantics"] for c in combined)
     best = max(c.cv_accuracy for c in result.candidates)
     assert result.cv_accuracy == pytest.approx(best)
     assert (result.method, result.depth) in {
