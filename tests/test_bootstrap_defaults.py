@@ -1,0 +1,123 @@
+"""The label-bootstrapping defaults of issue 14 on real photos: the probe and self-training
+on two depths' features combined (centred, unit-scaled, concatenated) compete with the
+per-depth predictors, and label issues come from cleanlab's `find_label_issues` on the
+chosen predictor's out-of-fold probabilities (the hand-written method when it cannot)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from conftest import ServerHandle
+from labelled_images import CROP_CLASSES, crop_set
+
+from indexer.catalog.collections import get_collection
+from indexer.learning import bootstrap, mislabels
+from service.client import ImageToAdd, StrataClient
+
+PER_CLASS = 8
+
+
+@pytest.fixture(scope="module")
+def examples() -> list[tuple[str, bytes, str]]:
+    return crop_set(PER_CLASS, seed=14, prefix="defaults")
+
+
+@pytest.fixture(scope="module")
+def indexed(
+    server: ServerHandle, examples: list[tuple[str, bytes, str]]
+) -> Iterator[tuple[str, dict[str, int]]]:
+    with server.client(timeout=300) as client:
+        name = f"defaults-{uuid.uuid4().hex[:8]}"
+        client.create_collection(name, depths=["parts", "semantics"])
+        ids = {
+            r.uri: r.id for r in client.add_images(name, [ImageToAdd(u, b) for u, b, _ in examples])
+        }
+        yield name, ids
+        client.delete_collection(name)
+
+
+def test_combined_features_compete_and_label_the_rest(
+    client: StrataClient,
+    indexed: tuple[str, dict[str, int]],
+    examples: list[tuple[str, bytes, str]],
+) -> None:
+    name, ids = indexed
+    truth = {ids[u]: label for u, _, label in examples}
+    client.clear_labels(name)
+    few = {ids[u]: label for u, _, label in examples if int(u[-7:-4]) < 2}
+    client.set_labels(name, few)
+    result = client.predict_labels(name, methods=["probe", "self-training"], folds=2, dry_run=True)
+    combined = {(c.method, c.depth) for c in result.candidates if "+" in c.depth}
+    assert {m for m, _ in combined} == {"probe", "self-training"}, result.candidates
+    assert all(sorted(d.split("+")) == ["parts", "semantics"] for _, d in combined)
+    assert result.cv_accuracy == pytest.approx(max(c.cv_accuracy for c in result.candidates))
+    right = sum(p.label == truth[p.id] for p in result.predictions)
+    assert {p.id for p in result.predictions} == set(truth) - set(few)
+    assert right / len(result.predictions) >= 0.9, result
+
+    # One depth named: nothing to combine.
+    single = client.predict_labels(name, depths=["semantics"], folds=2, dry_run=True)
+    assert all("+" not in c.depth for c in single.candidates)
+    # Suggestions come with whichever predictor won, combined features included.
+    suggested = client.suggest_labels(name, 4, folds=2)
+    assert len({s.id for s in suggested.suggestions}) == 4
+    assert not {s.id for s in suggested.suggestions} & set(few)
+    assert suggested.depth in ("parts", "semantics")
+
+
+def test_centred_vectors_are_unit_length_around_the_collection_mean() -> None:
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.normal(size=(50, 16))).astype(np.float32) + 3.0  # one common direction
+    c = bootstrap.centred(x)
+    assert np.allclose(np.linalg.norm(c, axis=1), 1.0, atol=1e-5)
+    # Before centring every pair is nearly parallel; after, the pairs spread out.
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    assert (unit @ unit.T).min() > 0.9 and (c @ c.T).min() < 0.0
+
+
+def test_cleanlab_finds_flipped_labels_in_out_of_fold_probabilities(
+    server: ServerHandle,
+    client: StrataClient,
+    indexed: tuple[str, dict[str, int]],
+    examples: list[tuple[str, bytes, str]],
+) -> None:
+    name, ids = indexed
+    classes = list(CROP_CLASSES)
+    client.clear_labels(name)
+    client.set_labels(name, {ids[u]: label for u, _, label in examples})
+    flipped = {}
+    for u, _, label in (examples[0], examples[PER_CLASS + 3], examples[2 * PER_CLASS + 5]):
+        flipped[ids[u]] = classes[(classes.index(label) + 1) % len(classes)]
+    client.set_labels(name, flipped)
+
+    ctx = server.running.ctx
+    found = bootstrap.out_of_fold(ctx, get_collection(ctx, name), folds=4)
+    assert len(found.ids) == len(examples) and found.probabilities.shape == (len(examples), 3)
+    rows = {int(found.ids[r]): r for r in range(len(found.ids))}
+    by_cleanlab = mislabels.find_issues(found.y, found.probabilities, mislabels.CLEANLAB)
+    by_hand = mislabels.find_issues(found.y, found.probabilities, mislabels.HAND_WRITTEN)
+    for flagged in (by_cleanlab, by_hand):
+        top = {int(found.ids[r]) for r in flagged.rows[: len(flipped)]}
+        assert top == set(flipped), (flagged, flipped)
+        assert list(flagged.score) == sorted(flagged.score, reverse=True)
+    for item_id, wrong in flipped.items():
+        r = rows[item_id]
+        assert found.classes[found.y[r]] == wrong
+        at = int(np.flatnonzero(by_cleanlab.rows == r)[0])
+        truth = next(label for u, _, label in examples if ids[u] == item_id)
+        assert found.classes[by_cleanlab.suggested[at]] == truth
+
+    # The service answers with cleanlab's ranking, the flipped labels first.
+    issues = client.label_issues(name, folds=4).issues
+    assert {i.id for i in issues[: len(flipped)]} == set(flipped)
+    assert [i.id for i in issues] == [int(found.ids[r]) for r in by_cleanlab.rows]
+
+    # A class with no held-out item: cleanlab cannot run, the hand-written method answers.
+    keep = found.y != 2
+    y, p = found.y[keep], found.probabilities[keep]
+    fallback = mislabels.find_issues(y, p, mislabels.CLEANLAB)
+    expected = mislabels.hand_written_issues(y, p)
+    assert np.array_equal(fallback.rows, expected.rows)
