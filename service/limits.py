@@ -8,8 +8,11 @@ the server-wide backstop is set far above the limit, and this interceptor decide
 
 - health, reflection and cheap reads (listing, one collection, one item) never wait on the
   expensive calls' limit; they have their own, larger one;
-- every other call takes a slot of `max_concurrent_requests`, and one client connection
-  (gRPC peer: a channel's TCP connection) at most `max_requests_per_client` of them;
+- every other call takes a slot of `max_concurrent_requests`; of those, request streams
+  (AddImages: the calls a client can hold open while sending nothing) at most
+  `max_requests_per_client` per client connection (gRPC peer). Unary calls are not capped
+  per client: gRPC shares one connection among a process's channels, so 16 threads of one
+  program searching at once are one peer, and they are a normal load, not an abuse;
 - a request stream that sends nothing for `idle_stream_timeout_s` is ended with
   DEADLINE_EXCEEDED, which frees its slot.
 
@@ -69,35 +72,37 @@ class Admission:
         self.cheap = 0
         self.by_client: Counter[str] = Counter()
 
-    def refusal(self, full_method: str, peer: str) -> str | None:
+    def refusal(self, full_method: str, peer: str, stream: bool) -> str | None:
         if is_cheap(full_method):
             if self.cheap >= CHEAP_LIMIT:
                 return f"{CHEAP_LIMIT} cheap calls are already in flight"
             return None
         if self.total >= self.limit:
             return f"the server is busy: {self.total} calls in flight (limit {self.limit})"
-        if self.by_client[peer] >= self.per_client:
+        if stream and self.by_client[peer] >= self.per_client:
             return (
-                f"this client already has {self.by_client[peer]} calls in flight "
+                f"this client already has {self.by_client[peer]} request streams open "
                 f"(limit {self.per_client} per client)"
             )
         return None
 
-    def enter(self, full_method: str, peer: str) -> None:
+    def enter(self, full_method: str, peer: str, stream: bool) -> None:
         if is_cheap(full_method):
             self.cheap += 1
-        else:
-            self.total += 1
+            return
+        self.total += 1
+        if stream:
             self.by_client[peer] += 1
 
-    def leave(self, full_method: str, peer: str) -> None:
+    def leave(self, full_method: str, peer: str, stream: bool) -> None:
         if is_cheap(full_method):
             self.cheap -= 1
             return
         self.total -= 1
-        self.by_client[peer] -= 1
-        if self.by_client[peer] <= 0:
-            del self.by_client[peer]
+        if stream:
+            self.by_client[peer] -= 1
+            if self.by_client[peer] <= 0:
+                del self.by_client[peer]
 
 
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):
@@ -127,14 +132,14 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, guard: AdmissionIntercept
 
     async def admit(context: grpc.aio.ServicerContext) -> str:
         peer = context.peer() or "unknown"
-        refused = admission.refusal(method, peer)
+        refused = admission.refusal(method, peer, streaming_in)
         if refused is not None:
             log.warning("refused %s from %s: %s", method, peer, refused)
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"{method.rpartition('/')[2]}: {refused}; retry in a moment",
             )
-        admission.enter(method, peer)
+        admission.enter(method, peer, streaming_in)
         return peer
 
     if handler.response_streaming:
@@ -146,7 +151,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, guard: AdmissionIntercept
                 async for response in inner_stream(request_of(request, context), context):
                     yield response
             finally:
-                admission.leave(method, peer)
+                admission.leave(method, peer, streaming_in)
 
         behavior: Any = stream_behavior
     else:
@@ -157,7 +162,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, guard: AdmissionIntercept
             try:
                 return await inner_unary(request_of(request, context), context)
             finally:
-                admission.leave(method, peer)
+                admission.leave(method, peer, streaming_in)
 
         behavior = unary_behavior
     factories = {

@@ -20,8 +20,9 @@ class ServiceSettings(Settings):
     ingest_pipeline_depth: int = 0
     max_message_bytes: int = 64 * 1024 * 1024
     max_concurrent_requests: int = 64
-    #: Of those, at most this many from one client connection (0: a quarter of the limit),
-    #: so one client's streams cannot lock out the rest (service/limits.py).
+    #: Of those, at most this many request streams (AddImages) from one client connection
+    #: (0: a quarter of the limit), so one client's streams cannot lock out the rest
+    #: (service/limits.py).
     max_requests_per_client: int = 0
     #: A client stream that sends no message for this long is ended (DEADLINE_EXCEEDED).
     idle_stream_timeout_s: float = 60.0

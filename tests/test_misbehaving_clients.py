@@ -148,3 +148,29 @@ def test_cancelled_stream_keeps_exactly_what_was_acknowledged(
     assert client.get_collection(collection).items == 4
     for item_id in acked:
         assert client.get_item(collection, item_id).id == item_id
+
+
+def test_many_threads_of_one_program_searching_at_once_are_not_refused(
+    make_server: Callable[..., ServerHandle],
+) -> None:
+    # gRPC shares one connection among a process's channels: 24 threads are one peer, and a
+    # normal load (the per-client share only caps request streams).
+    server = make_server(max_concurrent_requests=64)
+    with server.client(timeout=60) as client:
+        client.create_collection("threads")
+    failures: list[str] = []
+
+    def search() -> None:
+        with server.client(timeout=120) as client:
+            for _ in range(3):
+                try:
+                    client.search("threads", [[1.0] * 1280], depths=["semantics"], k=1)
+                except StrataClientError as exc:
+                    failures.append(f"{exc.code}: {exc.details}")
+
+    threads = [threading.Thread(target=search) for _ in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert not failures, failures[:3]
