@@ -137,7 +137,8 @@ def strata_index(address: str, folder: Path, collection: str) -> tuple[dict[str,
     from service.client import StrataClient
 
     with StrataClient(address) as client:
-        client.create_collection(collection, BACKBONE, list(DEPTHS))
+        # The baseline is the ImageNet recipe: the collection frames photos the same way.
+        client.create_collection(collection, BACKBONE, list(DEPTHS), framing="center-crop")
     stdout = io.StringIO()
     started = time.perf_counter()
     with contextlib.redirect_stdout(stdout):

@@ -20,6 +20,7 @@ from PIL import Image
 from test_cli import strata
 
 from indexer.backbones.registry import get_backbone
+from indexer.core.vocabulary import DEFAULT_FRAMING
 from indexer.imaging.framing import prepare_pixels
 from service.client import ImageToAdd, StrataClient, StrataClientError
 
@@ -82,7 +83,8 @@ def test_whole_framing_keeps_the_whole_shorter_side_of_a_wide_image() -> None:
 
 
 def test_a_collection_reports_its_framing(client: StrataClient, make_collection: Any) -> None:
-    assert client.get_collection(make_collection()).framing == "center-crop"
+    assert client.get_collection(make_collection()).framing == DEFAULT_FRAMING
+    assert client.get_collection(make_collection("center-crop")).framing == "center-crop"
     assert client.get_collection(make_collection("whole")).framing == "whole"
 
 

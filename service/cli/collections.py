@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from indexer.core.vocabulary import POOLINGS
+from indexer.core.vocabulary import DEFAULT_FRAMING, FRAMINGS, POOLINGS
 from service.cli.output import emit, table
 from service.client import StrataClient
 from service.generated.strata.v1 import strata_pb2 as pb
@@ -94,9 +94,9 @@ def register(commands: argparse._SubParsersAction, client_options: argparse.Argu
     create.add_argument(
         "--framing",
         default=None,
-        metavar="{center-crop,whole}",
-        help="center-crop (default, ImageNet recipe) or whole: see the image uncropped, "
-        "for thumbnails and tightly framed photos such as CIFAR",
+        metavar="{" + ",".join(FRAMINGS) + "}",
+        help=f"default {DEFAULT_FRAMING}: the image seen whole (thumbnails and photos alike); "
+        "center-crop: the ImageNet recipe; auto: thumbnails whole, photos centre-cropped",
     )
     create.set_defaults(run=cmd_collections_create)
     coll_list = coll_cmds.add_parser("list", parents=[client_options])
