@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer.core.errors import FailedPrecondition, ResourceExhausted, Unavailable
+from indexer.core.errors import FailedPrecondition, InvalidInput, ResourceExhausted, Unavailable
 from indexer.store.change_log import ORIGIN_INFO_KEY
 from indexer.store.models import Base
 
@@ -81,6 +81,17 @@ def translate_errors(engine: Engine, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT
         if context.is_pre_ping:  # the pool's own probe: it needs the driver's error
             return None
         text = str(context.original_exception).lower()
+        if "cannot contain nul" in text:  # PostgreSQL text: SQLite takes them, PG cannot
+            return InvalidInput(
+                "a text value of the request (a name, uri, label or metadata) contains a NUL "
+                "(0x00) character, which the database cannot store",
+                hint="remove control characters from the names and values sent",
+            )
+        if "out of range for type" in text or "integer out of range" in text:
+            return InvalidInput(
+                f"a number of the request is out of the database's range ({_first_line(text)})",
+                hint="ids and counts are 64-bit integers at most",
+            )
         if "database or disk is full" in text or "no space left" in text:
             return ResourceExhausted(
                 f"the database at {where} is out of disk space; nothing of this call was stored",
