@@ -23,9 +23,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from service.logs import configure_logging
-    from service.server import serve
     from service.settings import ServiceSettings
 
+    # Settings first: a bad value is reported before the server's imports (torch) load.
     settings = ServiceSettings.load(
         listen=args.listen,
         data_dir=Path(args.data) if args.data else None,
@@ -39,6 +39,10 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_listen=args.metrics_listen,
         log_format=args.log_format,
     )
+    from service.server import serve
+    from service.tls import server_credentials
+
+    server_credentials(settings)  # TLS files that cannot work, before loading anything
     configure_logging(settings.log_format, logging.INFO)
     asyncio.run(serve(settings))
     return 0
