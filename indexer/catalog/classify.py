@@ -11,7 +11,7 @@ import numpy as np
 from indexer.backbones.wordnet import IMAGENET_CLASSES, Synset, hierarchy
 from indexer.catalog.context import Context
 from indexer.core.errors import InvalidInput, StrataError
-from indexer.core.vocabulary import DEFAULT_BACKBONE, check_request_size
+from indexer.core.vocabulary import DEFAULT_BACKBONE, DEFAULT_POOLING, check_request_size
 from indexer.engine.extract import embed_prepared
 from indexer.imaging.prepare import PreparedImage
 
@@ -45,7 +45,9 @@ def classify(
     backbone = ctx.backbones.get(backbone_name)
     prepared = ctx.prepare_images(images, backbone, backbone.spec.preprocessing)
     good = [p for p in prepared if isinstance(p, PreparedImage)]
-    features = embed_prepared(backbone, good, [], "avg", ctx.settings.batch_size, with_logits=True)
+    features = embed_prepared(
+        backbone, good, [], DEFAULT_POOLING, ctx.settings.batch_size, with_logits=True
+    )
     logits = features.logits if features.logits is not None else np.zeros((0, 1000))
     shifted = logits - logits.max(axis=1, keepdims=True)
     probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)

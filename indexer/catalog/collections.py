@@ -1,5 +1,4 @@
 """Collections: a backbone, a pooling and fixed depths, so every vector in an index compares."""
-
 from __future__ import annotations
 
 import re
@@ -12,6 +11,7 @@ from indexer.core.errors import InvalidInput, NotFound, quote
 from indexer.core.vocabulary import (
     DEFAULT_BACKBONE,
     DEFAULT_FRAMING,
+    DEFAULT_POOLING,
     DEPTH_PRESETS,
     FRAMINGS,
     check_pooling,
@@ -67,7 +67,7 @@ def create_collection(
     name: str,
     backbone: str = DEFAULT_BACKBONE,
     depths: Sequence[str] = DEPTH_PRESETS,
-    pooling: str = "avg",
+    pooling: str = DEFAULT_POOLING,
     framing: str = DEFAULT_FRAMING,
 ) -> CollectionInfo:
     if not _NAME.match(name):

@@ -1,5 +1,4 @@
 """Embed images without storing them: vectors for a backbone's depths, or a collection's."""
-
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from indexer.catalog.context import Context
 from indexer.core.errors import StrataError
 from indexer.core.vocabulary import (
     DEFAULT_BACKBONE,
+    DEFAULT_POOLING,
     DEPTH_PRESETS,
     check_pooling,
     check_request_size,
@@ -48,7 +48,7 @@ def embed_images(
     else:
         loaded = ctx.backbones.get(backbone or DEFAULT_BACKBONE)
         layers = {d: loaded.layer(d).name for d in (depths or DEPTH_PRESETS)}
-        pooling = check_pooling(pooling or "avg")
+        pooling = check_pooling(pooling or DEFAULT_POOLING)
         pre = loaded.spec.preprocessing
     prepared = ctx.prepare_images(images, loaded, pre)
     good = [p for p in prepared if isinstance(p, PreparedImage)]

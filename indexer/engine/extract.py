@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from indexer.core.metrics import FORWARD_BATCH_IMAGES, IMAGES_EMBEDDED
-from indexer.core.vocabulary import check_pooling
+from indexer.core.vocabulary import DEFAULT_POOLING, check_pooling
 from indexer.engine.factory import canonical_layers
 from indexer.engine.loader import LoadedBackbone
 from indexer.imaging.prepare import PreparedImage
@@ -46,7 +46,7 @@ def extract(
     backbone: LoadedBackbone,
     batch: torch.Tensor | np.ndarray,
     layers: Sequence[str],
-    pooling: str = "avg",
+    pooling: str = DEFAULT_POOLING,
     with_logits: bool = False,
 ) -> Features:
     """Run `batch` ((N,H,W,3) uint8) once through the backbone and tap `layers`."""

@@ -1,5 +1,4 @@
 """SQL schema (SQLAlchemy 2.0 typed models). SQL is the source of truth, vectors included."""
-
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -16,6 +15,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from indexer.core.vocabulary import HUMAN
 
 
 def _now() -> datetime:
@@ -36,7 +37,8 @@ class Collection(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     backbone: Mapped[str] = mapped_column(String(100))
     pooling: Mapped[str] = mapped_column(String(20))
-    #: "center-crop" or "whole": see indexer.backbones.spec.Preprocessing.framed.
+    #: One of vocabulary.FRAMINGS (see indexer.imaging.framing); rows older than framings
+    #: (migration 0002) were framed with the centre crop.
     framing: Mapped[str] = mapped_column(String(20), server_default="center-crop")
     #: Bumped by every add and delete of items (repository.insert_items / delete_items), so
     #: whatever is derived from the set of items (a cached projection) knows it is stale.
@@ -98,7 +100,7 @@ class Label(Base):
         ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
     )
     label: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
-    source: Mapped[str] = mapped_column(String(20), default="human")  # human | predicted
+    source: Mapped[str] = mapped_column(String(20), default=HUMAN)  # vocabulary.LABEL_SOURCES
     confidence: Mapped[float] = mapped_column(Float, default=1.0)
 
 

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.core.vocabulary import DEFAULT_PROJECTION_METHOD, MAX_PAGE_SIZE, PROJECTION_METHODS
+from indexer.core.vocabulary import (
+    DEFAULT_PROJECTION_METHOD,
+    HUMAN,
+    MAX_PAGE_SIZE,
+    PROJECTION_METHODS,
+)
 from service.cli.output import emit
 from service.client import StrataClient
 
@@ -28,7 +33,7 @@ def item_labels(client: StrataClient, collection: str) -> dict[int, str]:
         page = client.list_items(collection, page_size=MAX_PAGE_SIZE, page_token=token)
         for item in page.items:
             if item.labels:
-                best = max(item.labels, key=lambda x: (x.source == "human", x.confidence))
+                best = max(item.labels, key=lambda x: (x.source == HUMAN, x.confidence))
                 labels[item.id] = best.label
         token = page.next_page_token
         if not token:
