@@ -20,7 +20,7 @@ from indexer.catalog.collections import CollectionInfo, get_collection
 from indexer.catalog.context import Context
 from indexer.core.errors import Aborted, InvalidInput, NotFound, StrataError, quote
 from indexer.core.validation import check_labels, check_metadata
-from indexer.core.vocabulary import check_request_size
+from indexer.core.vocabulary import HUMAN, check_request_size
 from indexer.engine.extract import embed_prepared
 from indexer.imaging.prepare import PreparedImage
 from indexer.imaging.thumbnail import Thumbnail
@@ -93,6 +93,9 @@ def add_images(ctx: Context, collection_name: str, inputs: Sequence[ImageInput])
             try:
                 _store(ctx, collection, inputs, round_, results)
                 break
+            except Aborted as exc:  # a foreign key: the collection deleted meanwhile?
+                _refuse_if_deleted(ctx, collection_name, exc)
+                raise
             except IntegrityError as exc:
                 # The collection deleted meanwhile (a foreign key) is not a same-uri race.
                 _refuse_if_deleted(ctx, collection_name, exc)
@@ -123,7 +126,7 @@ def _rounds(good: list[tuple[int, PreparedImage]]) -> list[list[tuple[int, Prepa
     return rounds
 
 
-def _refuse_if_deleted(ctx: Context, collection_name: str, exc: IntegrityError) -> None:
+def _refuse_if_deleted(ctx: Context, collection_name: str, exc: Exception) -> None:
     try:
         get_collection(ctx, collection_name)
     except NotFound:
@@ -268,7 +271,7 @@ def write_items(
         if old is not None and old.content_hash == entry.content_hash:
             outcomes[row] = ("unchanged", old.id)
             continue  # stored before, or by a concurrent writer meanwhile
-        labels = [(label, "human", 1.0) for label in dict.fromkeys(entry.labels)]
+        labels = [(label, HUMAN, 1.0) for label in dict.fromkeys(entry.labels)]
         metadata = dict(entry.metadata) | dict(entry.tags)
         if old is not None:
             # New content gets a new item id (its labels and metadata carried over): an

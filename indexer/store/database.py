@@ -11,9 +11,16 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer.core.errors import FailedPrecondition, InvalidInput, ResourceExhausted, Unavailable
+from indexer.core.errors import (
+    Aborted,
+    FailedPrecondition,
+    InvalidInput,
+    ResourceExhausted,
+    Unavailable,
+)
 from indexer.store.change_log import ORIGIN_INFO_KEY
 from indexer.store.models import Base
 
@@ -91,6 +98,14 @@ def translate_errors(engine: Engine, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT
             return InvalidInput(
                 f"a number of the request is out of the database's range ({_first_line(text)})",
                 hint="ids and counts are 64-bit integers at most",
+            )
+        if "foreign key" in text and isinstance(context.sqlalchemy_exception, IntegrityError):
+            # A row this call writes refers to one deleted meanwhile (a collection deleted
+            # during AddImages, Probe or PredictLabels): a race, not a server fault.
+            return Aborted(
+                "a concurrent change removed what this call refers to (its collection or "
+                "an item was deleted meanwhile); nothing of it was stored",
+                hint="retry; if the collection is gone, create it again first",
             )
         if "database or disk is full" in text or "no space left" in text:
             return ResourceExhausted(
