@@ -251,7 +251,7 @@ def test_killed_actor_and_driver_then_rerun_leave_one_item_per_file(
         stderr=open(tmp_path / "driver.log", "wb"),  # noqa: SIM115 (closed with the process)
     )
 
-    def wait_for(condition: Callable[[], bool], what: str, timeout: float = 300) -> None:
+    def wait_for(condition: Callable[[], bool], what: str, timeout: float = 600) -> None:
         began = time.monotonic()
         while not condition():
             if driver.poll() is not None:

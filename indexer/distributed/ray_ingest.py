@@ -121,7 +121,9 @@ def connected(address: str) -> Iterator[Any]:
         return
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address == LOCAL:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
+        # A cluster of its own (address="local"), never one found running on this machine;
+        # it shares this process's fate.
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
     else:
         ray.init(address=address, **quiet)
     try:
@@ -192,6 +194,10 @@ def _pipeline(
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the CLI draws one bar, counted in commits
     context.print_on_execution_start = False
+    # No per-stage reservations: on a small cluster shared with other jobs the decode stage's
+    # share came out under one CPU and it never started (Ray Data 2.60 warned "not enough to
+    # run any task"); both stages draw on the free CPUs as they need them.
+    context.op_resource_reservation_enabled = False
     spec = get_backbone(collection.backbone)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     cpus = int(ray.cluster_resources().get("CPU", 1))
