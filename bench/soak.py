@@ -20,6 +20,7 @@ import io
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -168,6 +169,8 @@ class Soak:
         with StrataClient(self.address, timeout=600) as client:
             while self.running():
                 time.sleep(30.0)
+                if not self.running():
+                    break
                 try:
                     client.probe(COLLECTION, depths=["semantics"], folds=2)
                     self.count("probes")
@@ -209,6 +212,8 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=50077)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    # A SIGTERM (timeout, CI) still stops the server in the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     data = Path(tempfile.mkdtemp(prefix="strata-soak-"))
     address = f"127.0.0.1:{args.port}"
     command = [sys.executable, "-m", "service.cli", "serve", "--listen", address]
@@ -235,12 +240,21 @@ def main() -> int:
         threads += [threading.Thread(target=f) for f in (soak.delete, soak.label, soak.probe)]
         threads.append(threading.Thread(target=soak.sample, args=(began,)))
         for thread in threads:
+            thread.daemon = True  # a call still waiting on a busy server must not hang the end
             thread.start()
         for thread in threads:
-            thread.join()
+            thread.join(max(1.0, soak.until + 60 - time.monotonic()))
+        with soak.lock:
+            lingering = sum(t.is_alive() for t in threads)
+        if lingering:
+            print(f"{lingering} load thread(s) still in a call at the end", file=sys.stderr)
     finally:
         server.terminate()
-        server.wait(120)
+        try:
+            server.wait(120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(30)
     kind = "postgresql" if args.database.startswith("postgresql") else "sqlite"
     warm = [s for s in soak.samples if s["t_s"] >= 60] or soak.samples
     result = {
