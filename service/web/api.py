@@ -323,7 +323,7 @@ async def duplicates(request: Request) -> Response:
     return JSONResponse(
         {
             "depth": answer.depth,
-            "threshold": float(answer.threshold),
+            "threshold": round(float(answer.threshold), 4),
             "groups": [[{"id": int(m.id), "uri": m.uri} for m in g.members] for g in answer.groups],
         }
     )

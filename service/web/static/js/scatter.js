@@ -54,8 +54,9 @@ function compile(gl, type, source) {
 export class Scatter {
   constructor(canvas, { pointSize = 4 } = {}) {
     this.canvas = canvas;
-    this.gl = canvas.getContext("webgl2", { antialias: false, preserveDrawingBuffer: true })
-      || canvas.getContext("webgl", { antialias: false, preserveDrawingBuffer: true });
+    // No preserveDrawingBuffer: the compositor may swap instead of copying each frame.
+    this.gl = canvas.getContext("webgl2", { antialias: false })
+      || canvas.getContext("webgl", { antialias: false });
     if (!this.gl) throw new Error("this browser has no WebGL: the map needs it");
     const gl = this.gl;
     this.uintIndices = !!(window.WebGL2RenderingContext && gl instanceof WebGL2RenderingContext)
