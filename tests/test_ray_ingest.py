@@ -141,6 +141,7 @@ def test_ray_ingest_equals_server_ingest(
                 "--quiet",
             ]
         )
+    assert out.getvalue(), f"strata index --ray printed nothing (exit {code})"
     document = json.loads(out.getvalue())
     assert code == 1  # some files failed, as `strata index` says it
     assert document["added"] == COUNT and document["replaced"] == 0
