@@ -39,10 +39,10 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_listen=args.metrics_listen,
         log_format=args.log_format,
     )
-    from service.server import serve
     from service.tls import server_credentials
 
     server_credentials(settings)  # TLS files that cannot work, before loading anything
+    from service.server import serve
     configure_logging(settings.log_format, logging.INFO)
     asyncio.run(serve(settings))
     return 0
