@@ -95,8 +95,8 @@ def register(commands: argparse._SubParsersAction, client_options: argparse.Argu
         "--framing",
         default=None,
         metavar="{" + ",".join(FRAMINGS) + "}",
-        help=f"default {DEFAULT_FRAMING}: the image seen whole (thumbnails and photos alike); "
-        "center-crop: the ImageNet recipe; auto: thumbnails whole, photos centre-cropped",
+        help=f"default {DEFAULT_FRAMING}. auto: thumbnails (shorter side under 336 px) seen "
+        "whole, photos centre-cropped; whole: every image uncropped; center-crop: ImageNet's",
     )
     create.set_defaults(run=cmd_collections_create)
     coll_list = coll_cmds.add_parser("list", parents=[client_options])
