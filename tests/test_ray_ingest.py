@@ -191,8 +191,17 @@ def test_ray_ingest_equals_server_ingest(
     reader.stop()
 
 
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
 def _embedder_pids() -> list[int]:
-    """Processes of the embedding actors (Ray titles them after the stage)."""
+    """Processes of the embedding actors of this module's cluster (Ray titles them after
+    the stage; its workers descend from the raylet this process started)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -200,7 +209,12 @@ def _embedder_pids() -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if cmdline.startswith(b"ray::") and b"MapBatches(Embedder)" in cmdline:
+            if not (cmdline.startswith(b"ray::") and b"MapBatches(Embedder)" in cmdline):
+                continue
+            ancestor = int(entry.name)
+            while ancestor > 1 and ancestor != os.getpid():
+                ancestor = _parent(ancestor)
+            if ancestor == os.getpid():
                 pids.append(int(entry.name))
     return pids
 
