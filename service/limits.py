@@ -22,6 +22,7 @@ A refused call answers RESOURCE_EXHAUSTED with a message saying which limit and 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -153,7 +154,18 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, guard: AdmissionIntercept
             finally:
                 admission.leave(method, peer, streaming_in)
 
-        behavior: Any = stream_behavior
+        async def writing_behavior(request: Any, context: grpc.aio.ServicerContext) -> None:
+            # A handler in the other aio style (health's Watch): it answers through
+            # context.write and returns, so it is awaited, not iterated.
+            peer = await admit(context)
+            try:
+                await inner_stream(request_of(request, context), context)
+            finally:
+                admission.leave(method, peer, streaming_in)
+
+        behavior: Any = (
+            stream_behavior if inspect.isasyncgenfunction(inner_stream) else writing_behavior
+        )
     else:
         inner_unary = handler.stream_unary if streaming_in else handler.unary_unary
 

@@ -348,7 +348,7 @@ def test_work_stops_when_the_client_gives_up(
 def test_requests_over_the_concurrency_cap_are_resource_exhausted(
     make_server: Callable[..., ServerHandle],
 ) -> None:
-    handle = make_server(max_concurrent_requests=2)
+    handle = make_server(max_concurrent_requests=2, max_requests_per_client=2)
     release = threading.Event()
 
     def held_open() -> Iterator[pb.AddImageRequest]:
@@ -358,13 +358,15 @@ def test_requests_over_the_concurrency_cap_are_resource_exhausted(
 
     with handle.client(timeout=60) as client:
         calls = [client.stub.AddImages(held_open(), timeout=60) for _ in range(2)]
-        # Once both held calls occupy their slots, the next call is refused.
+        # Once both held calls occupy their slots, the next expensive call is refused...
         error = wait_for(
-            lambda: _outcome(client.list_collections),
+            lambda: _outcome(lambda: client.embed([("x.jpg", b"not an image")])),
             lambda e: isinstance(e, StrataClientError),
             what="a call over the cap being refused",
         )
         assert isinstance(error, StrataClientError) and error.code == "RESOURCE_EXHAUSTED", error
+        # ...while cheap reads keep their own room (service/limits.py).
+        assert client.list_collections() == []
         release.set()
         assert [list(call) for call in calls] == [[], []]
         assert client.list_collections() == []
