@@ -360,7 +360,9 @@ def test_exif_rotated_jpeg_matches_upright_twin() -> None:
     assert (rotated.width, rotated.height) == (upright.width, upright.height) == (451, 300)
     assert mean_abs_diff(pixels(rotated), pixels(upright)) < 2.0
     # And against the wrong rotation it is far off (the check has teeth).
-    wrong = np.asarray(samples.photo("chelsea").transpose(Image.Transpose.ROTATE_180), dtype=np.int16)
+    wrong = np.asarray(
+        samples.photo("chelsea").transpose(Image.Transpose.ROTATE_180), dtype=np.int16
+    )
     assert mean_abs_diff(pixels(rotated), wrong) > 20.0
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from indexer.core.errors import AlreadyExists, NotFound
+from indexer.core.errors import AlreadyExists, NotFound, quote
 from indexer.core.vocabulary import DEFAULT_FRAMING
 from indexer.store import change_log
 from indexer.store.models import (
@@ -47,7 +47,7 @@ def create_collection(
 ) -> Collection:
     if session.scalar(select(Collection.id).where(Collection.name == name)) is not None:
         raise AlreadyExists(
-            f"collection {name!r} already exists",
+            f"collection {quote(name)} already exists",
             hint="pick another name, or delete it first with `strata collections delete`",
         )
     collection = Collection(
@@ -68,7 +68,7 @@ def get_collection(session: Session, name: str) -> Collection:
     collection = session.scalar(select(Collection).where(Collection.name == name))
     if collection is None:
         raise NotFound(
-            f"collection {name!r} does not exist",
+            f"collection {quote(name)} does not exist",
             hint="list them with `strata collections list` or create it first",
         )
     return collection
@@ -191,14 +191,6 @@ def insert_items(session: Session, collection_id: int, new: Sequence[NewItem]) -
         session.execute(insert(MetadataEntry), metadata)
     change_log.record(session, collection_id, change_log.ADD, ids)
     return ids
-
-
-def put_vectors(session: Session, item_id: int, vectors: Mapping[str, np.ndarray]) -> None:
-    session.execute(delete(Vector).where(Vector.item_id == item_id))
-    session.add_all(
-        Vector(item_id=item_id, depth=depth, data=np.asarray(v, np.float32).tobytes())
-        for depth, v in vectors.items()
-    )
 
 
 def insert_vectors(session: Session, rows: Sequence[tuple[int, str, np.ndarray]]) -> None:
