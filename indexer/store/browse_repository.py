@@ -12,7 +12,8 @@ from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from indexer.core.vocabulary import UNLABELLED
-from indexer.store.models import Item, Label, MetadataEntry, Projection, Thumbnail
+from indexer.store import repository
+from indexer.store.models import Item, Label, Projection, Thumbnail
 
 #: A position in a listing: the sort key of the last item shown and its id (ties by id).
 After = tuple[Any, int]
@@ -39,14 +40,8 @@ def _conditions(
         conditions.append(
             Item.id.in_(select(Label.item_id).where(Label.label.in_(list(labels_any))))
         )
-    for key, value in metadata.items():
-        conditions.append(
-            Item.id.in_(
-                select(MetadataEntry.item_id).where(
-                    MetadataEntry.key == key, MetadataEntry.value == value
-                )
-            )
-        )
+    if metadata:
+        conditions.append(Item.id.in_(repository.items_with_metadata(metadata)))
     if label_source == UNLABELLED:
         conditions.append(Item.id.not_in(select(Label.item_id)))
     elif label_source:

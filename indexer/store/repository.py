@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Select, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from indexer.core.errors import AlreadyExists, NotFound, quote
@@ -296,12 +296,21 @@ def filter_item_ids(
         query = query.where(
             Item.id.in_(select(Label.item_id).where(Label.label.in_(list(labels_any))))
         )
-    for key, value in (metadata or {}).items():
-        query = query.where(
-            Item.id.in_(
-                select(MetadataEntry.item_id).where(
-                    MetadataEntry.key == key, MetadataEntry.value == value
-                )
-            )
-        )
+    if metadata:
+        query = query.where(Item.id.in_(items_with_metadata(metadata)))
     return np.fromiter(session.scalars(query), dtype=np.int64)
+
+
+def items_with_metadata(metadata: Mapping[str, str]) -> Select[int]:
+    """Ids of the items carrying every key=value of `metadata`, as a subquery.
+
+    One scan for all pairs, not one subquery each: an item has one value per key (the
+    primary key is item, key), so matching all n pairs is n matching rows. Nested IN
+    subqueries per key kept PostgreSQL's planner busy for an hour at 64 keys."""
+    pairs = [and_(MetadataEntry.key == k, MetadataEntry.value == v) for k, v in metadata.items()]
+    return (
+        select(MetadataEntry.item_id)
+        .where(or_(*pairs))
+        .group_by(MetadataEntry.item_id)
+        .having(func.count() == len(pairs))
+    )
