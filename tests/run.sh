@@ -41,5 +41,7 @@ fi
 
 echo "== test suite on SQLite =="
 STRATA_TEST_DATABASE=sqlite .venv/bin/python -m pytest -q
+# Modules marked database_free (decoding, backbones, chart rendering...) run in the SQLite
+# pass only: tests/conftest.py deselects them here.
 echo "== test suite on PostgreSQL =="
 STRATA_TEST_DATABASE=postgresql .venv/bin/python -m pytest -q

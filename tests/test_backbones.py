@@ -21,6 +21,9 @@ from indexer.engine.loader import BackboneCache, LoadedBackbone, load_backbone
 from indexer.engine.pooling import pool
 from indexer.imaging.prepare import prepare_one
 
+#: No database here: the PostgreSQL pass skips this module (tests/conftest.py).
+pytestmark = pytest.mark.database_free
+
 CPU = torch.device("cpu")
 ALL_BACKBONES = (
     "alexnet",

@@ -16,6 +16,9 @@ import yaml
 
 from service.cli.main import build_parser
 
+#: No database here: the PostgreSQL pass skips this module (tests/conftest.py).
+pytestmark = pytest.mark.database_free
+
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk (dev extra) renders the chart")
 kubernetes_validate = pytest.importorskip(
     "kubernetes_validate", reason="kubernetes-validate (dev extra) checks the manifests"

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+#: No database here: the PostgreSQL pass skips this module (tests/conftest.py).
+pytestmark = pytest.mark.database_free
+
 HARNESS = Path(__file__).resolve().parent.parent / "fuzz" / "fuzz_decode.py"
 RUNS = 3000
 

@@ -26,6 +26,9 @@ from indexer.imaging.decode import (
     decode_image,
 )
 
+#: No database here: the PostgreSQL pass skips this module (tests/conftest.py).
+pytestmark = pytest.mark.database_free
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -95,6 +98,7 @@ _RSS_PROBE = """
 import json, resource, sys, time
 from indexer.core.errors import InvalidImage
 from indexer.imaging.decode import decode_image
+
 data = open(sys.argv[1], "rb").read()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.perf_counter()

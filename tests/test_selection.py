@@ -1,12 +1,16 @@
-"""Choosing what to label next (indexer/selection.py) on a small neighbour graph."""
+"""Choosing what to label next (indexer/learning/selection.py) on a small neighbour graph."""
 
 from __future__ import annotations
 
 import faiss
 import numpy as np
+import pytest
 
 from indexer.learning.neighbours import NeighbourGraph
 from indexer.learning.selection import weighted_coverage
+
+#: No database here: the PostgreSQL pass skips this module (tests/conftest.py).
+pytestmark = pytest.mark.database_free
 
 
 def knn_graph(x: np.ndarray, k: int = 5) -> NeighbourGraph:
