@@ -19,7 +19,7 @@ import grpc
 import pytest
 from conftest import ServeProcess, ServerHandle
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from helpers import settled, wait_for
+from helpers import settled
 
 from indexer.core.settings import SettingsError
 from service import auth, cli
@@ -142,14 +142,6 @@ def make_authority(name: str) -> Authority:
 def authorities() -> tuple[Authority, Authority]:
     """(the real CA, a rogue CA) with their server and client certificates."""
     return make_authority("strata-test"), make_authority("rogue")
-
-
-def _outcome(call: Callable[[], object]) -> object:
-    """The call's answer, or the error it raised."""
-    try:
-        return call()
-    except StrataClientError as exc:
-        return exc
 
 
 def refused(call: Callable[[], object]) -> StrataClientError:
@@ -347,29 +339,29 @@ def test_work_stops_when_the_client_gives_up(
 
 def test_requests_over_the_concurrency_cap_are_resource_exhausted(
     make_server: Callable[..., ServerHandle],
+    small_jpegs: Callable[..., list[tuple[str, bytes]]],
 ) -> None:
     handle = make_server(max_concurrent_requests=2, max_requests_per_client=2)
     release = threading.Event()
+    images = small_jpegs(64, 2)
 
-    def held_open() -> Iterator[pb.AddImageRequest]:
-        release.wait(30)
-        return
-        yield  # an empty request stream, held open until released
+    def held_open(number: int) -> Iterator[pb.AddImageRequest]:
+        uri, data = images[number]
+        yield pb.AddImageRequest(collection="cap", uri=uri, image=data)
+        release.wait(60)  # then the stream stays open, holding its slot, until released
 
-    with handle.client(timeout=60) as client:
-        calls = [client.stub.AddImages(held_open(), timeout=60) for _ in range(2)]
-        # Once both held calls occupy their slots, the next expensive call is refused...
-        error = wait_for(
-            lambda: _outcome(lambda: client.embed([("x.jpg", b"not an image")])),
-            lambda e: isinstance(e, StrataClientError),
-            what="a call over the cap being refused",
-        )
-        assert isinstance(error, StrataClientError) and error.code == "RESOURCE_EXHAUSTED", error
+    with handle.client(timeout=120) as client:
+        client.create_collection("cap")
+        calls = [client.stub.AddImages(held_open(i), timeout=120) for i in range(2)]
+        # Each stream's first answer proves it holds a slot; then the cap is full...
+        assert [next(call).status for call in calls] == ["added", "added"]
+        error = refused(lambda: client.embed([("x.jpg", b"not an image")]))
+        assert error.code == "RESOURCE_EXHAUSTED", error
         # ...while cheap reads keep their own room (service/limits.py).
-        assert client.list_collections() == []
+        assert [c.name for c in client.list_collections()] == ["cap"]
         release.set()
         assert [list(call) for call in calls] == [[], []]
-        assert client.list_collections() == []
+        assert client.get_collection("cap").items == 2
 
 
 # -- graceful shutdown ----------------------------------------------------------------------------
