@@ -494,6 +494,7 @@ def test_a_server_that_wants_a_token_gets_it_from_a_login_form_into_an_httponly_
     guarded = make_server(write_tokens=("web-test-secret",))
     with guarded.client(token="web-test-secret") as c:
         c.create_collection("guarded")
+    driver.delete_all_cookies()  # cookies are per host, not per port: start clean
     with WebProcess(guarded.address, log_dir=tmp_path) as w:
         status, _, body = _get(w.url("/api/collections/guarded/labels"))
         assert status == 401 and b"UNAUTHENTICATED" in body
@@ -501,12 +502,12 @@ def test_a_server_that_wants_a_token_gets_it_from_a_login_form_into_an_httponly_
         assert "/login" in driver.current_url
         field = driver.find_element("css selector", 'input[name="token"]')
         field.send_keys("wrong-token")
-        field.submit()
+        driver.find_element("css selector", "form.inline button").click()  # as a person would
         wait_for(driver, "document.querySelector('.error') !== null")
         assert "refused" in driver.find_element("css selector", ".error").text
         field = driver.find_element("css selector", 'input[name="token"]')
         field.send_keys("web-test-secret")
-        field.submit()
+        driver.find_element("css selector", "form.inline button").click()
         wait_for(driver, "document.getElementById('collections') !== null")
         assert "guarded" in driver.find_element("id", "collections").text
         cookie = driver.get_cookie("strata_token")
