@@ -19,6 +19,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 #: 500x375 (or 375x500 portrait): the size of a typical ImageNet validation photo.
 PHOTO_SIZE = (500, 375)
+#: What a folder of real photos holds: ImageNet-size, a downscaled export, a camera original.
+MIXED_SIZES = ((500, 375), (1024, 768), (3000, 2000))
+
+
+def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """ "500x375,3000x2000" -> ((500, 375), (3000, 2000))."""
+    sizes = []
+    for part in text.split(","):
+        width, _, height = part.strip().lower().partition("x")
+        if not (width.isdigit() and height.isdigit()):
+            raise SystemExit(f"--sizes: {part!r} is not WIDTHxHEIGHT (e.g. 500x375)")
+        sizes.append((int(width), int(height)))
+    return tuple(sizes)
 
 
 def source_photos() -> list[np.ndarray]:
@@ -38,11 +51,15 @@ def source_photos() -> list[np.ndarray]:
 
 
 def make_photos(
-    count: int, seed: int = 0, size: tuple[int, int] = PHOTO_SIZE
+    count: int, seed: int = 0, sizes: tuple[tuple[int, int], ...] = (PHOTO_SIZE,)
 ) -> list[tuple[str, bytes]]:
     """`count` distinct JPEGs: a random crop (35-100% of the area, 4:3 or 3:4) of a source
-    photo, resized to `size` (or its portrait twin), maybe mirrored, exposure x0.8-1.2,
-    quality 90; (name, bytes) pairs."""
+    photo, resized to the next of `sizes` in turn (or its portrait twin), maybe mirrored,
+    exposure x0.8-1.2, quality 90; (name, bytes) pairs.
+
+    Photos larger than their source get sensor-like grain (Gaussian, sigma 4 levels): a
+    smooth upscale would compress to a fraction of a real camera file and flatter every
+    decoder (3000x2000 comes out near 2.3 MB, as a 6 Mpx camera JPEG does)."""
     from PIL import Image, ImageEnhance, ImageOps
 
     rng = np.random.default_rng(seed)
@@ -58,10 +75,15 @@ def make_photos(
         crop_h = min(height, round(crop_w / aspect))
         left = int(rng.integers(0, width - crop_w + 1))
         top = int(rng.integers(0, height - crop_h + 1))
+        size = sizes[i % len(sizes)]
         target = size[::-1] if portrait else size
         photo = source.crop((left, top, left + crop_w, top + crop_h)).resize(
             target, Image.Resampling.LANCZOS
         )
+        if target[0] * target[1] > crop_w * crop_h:
+            pixels = np.asarray(photo, dtype=np.float32)
+            pixels += rng.normal(0.0, 4.0, pixels.shape).astype(np.float32)
+            photo = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
         if rng.random() < 0.5:
             photo = ImageOps.mirror(photo)
         photo = ImageEnhance.Brightness(photo).enhance(float(rng.uniform(0.8, 1.2)))
@@ -71,11 +93,13 @@ def make_photos(
     return photos
 
 
-def write_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:
+def write_photos(
+    folder: Path, count: int, seed: int = 0, sizes: tuple[tuple[int, int], ...] = (PHOTO_SIZE,)
+) -> list[Path]:
     """`make_photos` written as files into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, data in make_photos(count, seed):
+    for name, data in make_photos(count, seed, sizes):
         path = folder / name
         path.write_bytes(data)
         paths.append(path)

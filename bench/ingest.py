@@ -46,7 +46,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import PHOTO_SIZE, strata_server, write_photos  # noqa: E402
+import roofline  # noqa: E402  (bench/roofline.py)
+from common import MIXED_SIZES, parse_sizes, strata_server, write_photos  # noqa: E402
 
 BACKBONE = "efficientnet_lite0"
 DEPTHS = ("edges", "parts", "semantics")
@@ -234,9 +235,16 @@ def main() -> int:
     parser.add_argument("--engine", default=None, help="STRATA_ENGINE for the server")
     parser.add_argument("--precision", default=None, help="STRATA_PRECISION for the server")
     parser.add_argument("--server-batch-size", type=int, default=None, help="STRATA_BATCH_SIZE")
+    parser.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        default=MIXED_SIZES,
+        help="photo sizes, taken in turn (default 500x375,1024x768,3000x2000)",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON document")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args()
+    sizes_text = ",".join(f"{w}x{h}" for w, h in args.sizes)
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
 
     # The server sees this shell's STRATA_* settings (bench/gpu_check.sh sets some).
@@ -254,14 +262,14 @@ def main() -> int:
         root = Path(tmp)
         photos = root / "photos"
         photos.mkdir()
-        say(f"making {args.images} photos of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} ...")
-        paths = write_photos(photos, args.images)
+        say(f"making {args.images} photos of {sizes_text} ...")
+        paths = write_photos(photos, args.images, sizes=args.sizes)
         megabytes = sum(p.stat().st_size for p in paths) / 1e6
         warm = root / "warmup"
         warm.mkdir()
         # Two full server batches at least: on a GPU the first batch of each new shape pays
         # for kernel selection and allocator growth, which belongs to the warm-up.
-        write_photos(warm, max(64, 2 * (args.server_batch_size or 32)), seed=1)
+        write_photos(warm, max(64, 2 * (args.server_batch_size or 32)), seed=1, sizes=args.sizes)
 
         baseline = Baseline.load(args.batch_size)
         baseline.run(sorted(warm.iterdir())[: args.batch_size])  # allocator and kernel warm-up
@@ -321,6 +329,8 @@ def main() -> int:
                 sample = sorted(ids.values())[:: max(1, len(ids) // 16)]
                 faiss_ok = faiss_ok and faiss_finds_itself(address, f"bench{repeat}", sample)
             server_log = (root / "server.log").read_text()
+        say("roofline: each stage alone, in this process, same photos ...")
+        roof = roofline.measure(paths, root / "roofline-data", env, DEPTHS)
 
     def median(kind: str, key: str = "images_per_s") -> float:
         return statistics.median(r[key] for r in runs if r["kind"] == kind)
@@ -330,7 +340,7 @@ def main() -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(),
         "images": len(paths),
-        "photo_size": f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}",
+        "photo_size": sizes_text,
         "megabytes": round(megabytes, 1),
         "backbone": BACKBONE,
         "depths": list(DEPTHS),
@@ -346,6 +356,8 @@ def main() -> int:
         "cpu_ratio": round(
             median("strata", "images_per_cpu_s") / median("baseline", "images_per_cpu_s"), 2
         ),
+        "roofline": roof,
+        "share_of_roofline": round(median("strata") / roof["allowed_images_per_s"], 3),
         "min_cosine": {d: round(v, 5) for d, v in cosine.items()},
         "cosine_ok": all(v >= MIN_COSINE for v in cosine.values()),
         "faiss_finds_itself": faiss_ok,
@@ -396,6 +408,7 @@ def report(result: dict[str, Any]) -> str:
         + ", ".join(f"{d} {v:.5f}" for d, v in result["min_cosine"].items())
         + ("  (ok)" if result["cosine_ok"] else f"  (BELOW {MIN_COSINE})"),
         f"every item finds itself first through FAISS: {result['faiss_finds_itself']}",
+        roofline.report(result["roofline"], result["strata_images_per_s"]),
     ]
     return "\n".join(lines)
 

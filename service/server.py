@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from indexer.catalog.context import Context
 from indexer.catalog.reconcile import reconcile_indexes
+from indexer.catalog.warmup import warm_engines
 from service.auth import TokenAuthInterceptor
 from service.browse_servicer import BROWSE_SERVICE_NAME, add_browse_service
 from service.generated.strata.v1 import strata_pb2, strata_pb2_grpc
@@ -121,7 +122,11 @@ async def create_server(settings: ServiceSettings, address: str | None = None) -
         await asyncio.to_thread(ctx.close)
         raise OSError(f"cannot listen on {where}")
     _warn_if_exposed(settings, where)
+    for name in HEALTH_NAMES:  # open, but not ready until the engines are warm
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
+    if settings.warm_up:
+        await asyncio.to_thread(warm_engines, ctx)
     for name in HEALTH_NAMES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     running = RunningServer(server, port, ctx, health_servicer, replica=replica)

@@ -32,6 +32,9 @@ class ServiceSettings(Settings):
     #: pass, and the longest the oldest one waits for company.
     search_batch_max: int = 32
     search_batch_wait_s: float = 0.002
+    #: Build and run each collection's engine (the default depths' when there is none)
+    #: before health says SERVING, so the first request does not pay for it.
+    warm_up: bool = True
     #: TLS: PEM certificate chain and private key of the server; with a client CA, clients
     #: must present a certificate it signed (mutual TLS).
     tls_cert: Path | None = None

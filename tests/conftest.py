@@ -120,6 +120,8 @@ def make_server(
     def make(**overrides: Any) -> ServerHandle:
         data_dir: Path = overrides.pop("data_dir", None) or tmp_path_factory.mktemp("data")
         database_url = overrides.pop("database_url", None) or new_database_url()
+        # The suite starts dozens of servers; tests/test_warmup.py checks the warm-up itself.
+        overrides.setdefault("warm_up", False)
         settings = ServiceSettings.load(
             env={}, data_dir=data_dir, database_url=database_url, device="cpu", **overrides
         )

@@ -104,6 +104,17 @@ class Settings:
             )
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _boolean(raw: str) -> bool:
+    word = raw.strip().lower()
+    if word not in _TRUE | _FALSE:
+        raise ValueError(f"{raw!r}: use one of {', '.join(sorted(_TRUE | _FALSE))}")
+    return word in _TRUE
+
+
 def _parse(name: str, annotation: object, raw: str) -> Any:
     kind = str(annotation)
     try:
@@ -111,6 +122,8 @@ def _parse(name: str, annotation: object, raw: str) -> Any:
             return int(raw)
         if kind == "float":
             return float(raw)
+        if kind == "bool":
+            return _boolean(raw)
         if kind in ("Path", "Path | None"):
             return Path(raw)
         if kind.startswith("tuple[str"):

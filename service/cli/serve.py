@@ -38,6 +38,7 @@ def _serve(args: argparse.Namespace) -> int:
         write_tokens=tuple(args.write_token) if args.write_token else None,
         metrics_listen=args.metrics_listen,
         log_format=args.log_format,
+        warm_up=False if args.no_warm_up else None,
     )
     from service.tls import server_credentials
 
@@ -79,5 +80,11 @@ def register(commands: argparse._SubParsersAction, client_options: argparse.Argu
         choices=("text", "json"),
         default=None,
         help="log lines for people (text, default) or one JSON object per line (json)",
+    )
+    serve.add_argument(
+        "--no-warm-up",
+        action="store_true",
+        help="say SERVING before the engines are built (STRATA_WARM_UP=0); the first "
+        "request then pays for the model load",
     )
     serve.set_defaults(run=cmd_serve)

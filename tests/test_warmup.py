@@ -1,0 +1,68 @@
+"""Start-up warm-up: the engines a server's collections need are built and run before
+health says SERVING, so the first request finds them; without collections, the default
+depths' engine (what `collections create NAME` asks for) is warm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from photos import photo_jpeg
+
+from indexer.core.settings import Settings, SettingsError
+from indexer.core.vocabulary import DEFAULT_BACKBONE
+from service.client import ImageToAdd
+from service.settings import ServiceSettings
+
+
+def _engines(server: Any) -> list[Any]:
+    return list(server.running.ctx.backbones.get(DEFAULT_BACKBONE).engines.cached())
+
+
+def _serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def test_a_new_server_is_serving_with_the_default_engine_built(make_server: Any) -> None:
+    server = make_server(warm_up=True)
+    assert _serving(server.address)
+    warmed = _engines(server)
+    assert len(warmed) == 1
+    with server.client(timeout=300) as client:
+        client.create_collection("first")  # the defaults
+        [result] = list(client.add_images("first", [ImageToAdd("a.jpg", photo_jpeg("coffee"))]))
+        assert result.status == "added"
+        client.search("first", [result.id], k=1)
+    assert _engines(server) == warmed  # ingest and search used the warm engine
+
+
+def test_a_restarted_server_warms_each_collections_own_depths(
+    make_server: Any, tmp_path: Path
+) -> None:
+    first = make_server(data_dir=tmp_path / "data", warm_up=False)
+    with first.client(timeout=300) as client:
+        client.create_collection("early", depths=["edges", "blocks.2"])
+    database_url = first.settings.database_url
+    first.stop()
+
+    again = make_server(data_dir=tmp_path / "data", database_url=database_url, warm_up=True)
+    keys = _engines(again)
+    assert [layers for layers, _pooling, _logits in keys] == [("blocks.1", "blocks.2")]
+
+
+def test_warm_up_reads_from_the_environment_and_refuses_nonsense() -> None:
+    assert ServiceSettings.load(env={"STRATA_WARM_UP": "0"}).warm_up is False
+    assert ServiceSettings.load(env={"STRATA_WARM_UP": "yes"}).warm_up is True
+    try:
+        ServiceSettings.load(env={"STRATA_WARM_UP": "maybe"})
+    except SettingsError as exc:
+        assert "STRATA_WARM_UP='maybe'" in str(exc)
+    else:
+        raise AssertionError("STRATA_WARM_UP=maybe was accepted")
+    assert Settings.load(env={}).data_dir  # the base settings have no such field: unaffected
