@@ -1,7 +1,7 @@
 """Serving: concurrent single-image searches over gRPC, dynamically batched, side by side with
 the same server without batching and with a bare forward pass + FAISS search, in one run.
 
-    python bench/serve.py                          # 1, 8 and 32 clients, 20 s each
+    python bench/serve.py                          # 1, 8, 32 and 128 clients, 20 s each
     python bench/serve.py --seconds 10 --clients 1 8 --json
 
 Photos: --items JPEGs of typical ImageNet size (500x375 or 375x500, quality 90): random
@@ -11,8 +11,13 @@ crops of the same photos (near neighbours exist, as in real use).
 Index: an efficientnet_lite0 collection (edges, parts, semantics) filled through the library
 (indexer.ingest) in this process, saved, then served by `strata serve` subprocesses on free
 ports over the same data folder: one with the dynamic batcher (the default settings), one
-with batches of one (--no-unbatched skips it). Clients are threads with one channel each,
-sending single-image Search requests (k=10, every depth) back to back.
+with batches of one (--no-unbatched skips it). Clients are grpc.aio coroutines in a child
+process, one channel each, sending single-image Search requests (k=10, every depth) back to
+back.
+
+Ingest, same server: `strata index` of --ingest-images photos like the queries, alone (before
+and after) and while 32 search clients run; searches/s at 32 clients over ingest images/s is
+the issue's ratio.
 
 Bare: in this process, with the same settings and code, one image already decoded: one
 forward pass tapping the three depths, then FAISS search at each depth, no gRPC, no
@@ -25,13 +30,13 @@ load from other processes falls on both. Results go to bench/out/serve.json.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +46,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import make_photos, strata_server  # noqa: E402
+from common import make_photos, strata_server, write_photos  # noqa: E402
 
 OUT_DIR = ROOT / "bench" / "out"
 COLLECTION = "serve-bench"
@@ -49,38 +54,54 @@ K = 10
 
 
 def load_test(address: str, queries: list[bytes], clients: int, seconds: float) -> dict:
-    """`clients` threads, one channel each, single-image searches back to back."""
-    from service.client import StrataClient
+    """`clients` concurrent clients, one channel each, single-image searches back to back,
+    from a child process (`_load_process`) so the generator's CPU is not this process's."""
+    import multiprocessing
 
+    context = multiprocessing.get_context("spawn")  # no forked gRPC state
+    with context.Pool(1) as pool:
+        return dict(pool.apply(_load_process, (address, queries, clients, seconds)))
+
+
+def _load_process(address: str, queries: list[bytes], clients: int, seconds: float) -> dict:
+    return asyncio.run(_load(address, queries, clients, seconds))
+
+
+async def _load(address: str, queries: list[bytes], clients: int, seconds: float) -> dict:
+    """grpc.aio clients on one event loop: a Python thread per client would spend more CPU
+    on the GIL than on the requests, and that CPU is the server's too on a small machine."""
+    import grpc
+
+    from service.generated.strata.v1 import strata_pb2 as pb
+    from service.generated.strata.v1 import strata_pb2_grpc as pb_grpc
+
+    requests = [
+        pb.SearchRequest(collection=COLLECTION, queries=[pb.Query(name=f"q{i}", image=q)], k=K)
+        for i, q in enumerate(queries)
+    ]
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: list[str] = []
-    ready = threading.Barrier(clients + 1)
-    stop_at = [0.0]
+    channels = [grpc.aio.insecure_channel(address) for _ in range(clients)]
+    stubs = [pb_grpc.StrataStub(channel) for channel in channels]
+    await asyncio.gather(*(stub.Search(requests[0], timeout=600) for stub in stubs))  # warm
+    stop_at = time.perf_counter() + seconds
 
-    def client(number: int) -> None:
-        with StrataClient(address, timeout=120) as strata:
-            strata.search(COLLECTION, [queries[number % len(queries)]], k=K)  # warm up
-            ready.wait()
-            n = number
-            while time.perf_counter() < stop_at[0]:
-                began = time.perf_counter()
-                try:
-                    strata.search(COLLECTION, [queries[n % len(queries)]], k=K)
-                except Exception as exc:  # report, keep measuring the rest
-                    errors.append(str(exc))
-                latencies[number].append(time.perf_counter() - began)
-                n += clients
+    async def client(number: int) -> None:
+        n = number
+        while time.perf_counter() < stop_at:
+            began = time.perf_counter()
+            try:
+                await stubs[number].Search(requests[n % len(requests)], timeout=600)
+            except grpc.aio.AioRpcError as exc:  # report, keep measuring the rest
+                errors.append(f"{exc.code().name}: {exc.details()}")
+            latencies[number].append(time.perf_counter() - began)
+            n += clients
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    stop_at[0] = time.perf_counter() + 3600
-    ready.wait()
     began = time.perf_counter()
-    stop_at[0] = began + seconds
-    for thread in threads:
-        thread.join()
+    await asyncio.gather(*(client(i) for i in range(clients)))
     elapsed = time.perf_counter() - began
+    for channel in channels:
+        await channel.close()
     flat = np.array([x for per in latencies for x in per]) * 1000
     return {
         "clients": clients,
@@ -88,8 +109,36 @@ def load_test(address: str, queries: list[bytes], clients: int, seconds: float) 
         "requests_per_s": round(len(flat) / elapsed, 2),
         "p50_ms": round(float(np.percentile(flat, 50)), 2),
         "p99_ms": round(float(np.percentile(flat, 99)), 2),
+        "p99_over_p50": round(float(np.percentile(flat, 99) / np.percentile(flat, 50)), 2),
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
+    }
+
+
+def ingest_rate(address: str, folder: Path, collection: str) -> dict:
+    """`strata index` of `folder` into a new collection of this server: images/s."""
+    import contextlib
+    import io
+
+    from service.cli import main as cli
+    from service.client import StrataClient
+
+    with StrataClient(address) as client:
+        client.create_collection(collection, framing="center-crop")
+    out = io.StringIO()
+    began = time.perf_counter()
+    with contextlib.redirect_stdout(out):
+        code = cli(["index", str(folder), "--collection", collection, "--server", address,
+                    "--json", "--quiet"])  # fmt: skip
+    seconds = time.perf_counter() - began
+    document = json.loads(out.getvalue())
+    if code != 0:
+        raise SystemExit(f"strata index failed ({code}): {document}")
+    added = int(document["added"])
+    return {
+        "images": added,
+        "seconds": round(seconds, 2),
+        "images_per_s": round(added / seconds, 2),
     }
 
 
@@ -183,11 +232,57 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def ingest_side_by_side(
+    address: str, folder: Path, queries: list[bytes], seconds: float
+) -> dict[str, Any]:
+    """The same server's ingest rate on photos like the queries; then 32 search clients while
+    an ingest stream of the same photos runs (neither may starve); then ingest alone again."""
+    import concurrent.futures
+
+    before = ingest_rate(address, folder, "ingest-alone-1")
+    log(f"  ingest alone: {before}")
+    searching = [True]
+
+    def ingest_while_searching() -> dict[str, Any]:
+        runs = []  # whole folders, one collection each, until the searches end
+        while searching[0]:
+            runs.append(ingest_rate(address, folder, f"ingest-with-queries-{len(runs)}"))
+        images, spent = sum(r["images"] for r in runs), sum(r["seconds"] for r in runs)
+        return {
+            "images": images,
+            "seconds": round(spent, 2),
+            "images_per_s": round(images / spent, 2),
+        }
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        started = time.perf_counter()
+        running = pool.submit(ingest_while_searching)
+        searches = load_test(address, queries, 32, seconds)
+        search_s = time.perf_counter() - started
+        searching[0] = False
+        during = running.result()
+    log(f"  32 clients during ingest: {searches}; ingest meanwhile: {during}")
+    after = ingest_rate(address, folder, "ingest-alone-2")
+    log(f"  ingest alone again: {after}")
+    return {
+        "alone": [before, after],
+        "alone_images_per_s": round((before["images_per_s"] + after["images_per_s"]) / 2, 2),
+        "with_32_search_clients": {
+            "searches": searches,
+            "ingest": during,
+            "overlap_s": round(min(search_s, during["seconds"]), 2),
+        },
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=200, help="photos in the collection")
     parser.add_argument("--queries", type=int, default=16, help="distinct query photos")
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument(
+        "--ingest-images", type=int, default=192, help="photos for the ingest-rate runs"
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="per load level")
     parser.add_argument("--bare-repeats", type=int, default=30)
     parser.add_argument("--batch-max", type=int, default=None, help="STRATA_SEARCH_BATCH_MAX")
@@ -231,6 +326,8 @@ def main() -> int:
                 ingest.add_images(ctx, COLLECTION, inputs[start : start + 32])
             ctx.indexes.save_dirty()
             queries = [data for _, data in make_photos(args.queries, seed=2)]
+            ingest_folder = Path(tmp) / "ingest-photos"
+            write_photos(ingest_folder, args.ingest_images, seed=3)
             bare = Bare(ctx)
 
             samples: dict[str, list[float]] = {}
@@ -252,6 +349,10 @@ def main() -> int:
                         log(f"  {clients:>3} clients: {level}")
                         levels.append(level)
                         time_bare()  # interleaved, so both sides see the same load
+                    if name == "batched":
+                        result["ingest"] = ingest_side_by_side(
+                            address, ingest_folder, queries, args.seconds
+                        )
                 result["runs"][name] = levels
             ceiling = bare.batched_ceiling(queries, 32, 3)
         finally:
@@ -273,6 +374,12 @@ def main() -> int:
                 single["p50_ms"] / bare_ms["library_search"] - 1, 3
             ),
         }
+    if "ingest" in result:
+        by_clients = {level["clients"]: level for level in result["runs"]["batched"]}
+        if 32 in by_clients:
+            result["search_32_over_ingest"] = round(
+                by_clients[32]["requests_per_s"] / result["ingest"]["alone_images_per_s"], 2
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     summarise(result)
@@ -292,6 +399,15 @@ def summarise(result: dict[str, Any]) -> None:
                 f"| {name} | {level['clients']} | {level['requests_per_s']} | "
                 f"{level['p50_ms']} ms | {level['p99_ms']} ms |"
             )
+    if "ingest" in result:
+        ingest = result["ingest"]
+        mixed = ingest["with_32_search_clients"]
+        log(
+            f"\ningest alone: {ingest['alone_images_per_s']} images/s; 32 search clients / "
+            f"ingest: {result.get('search_32_over_ingest')}x; together: searches "
+            f"{mixed['searches']['requests_per_s']}/s (p50 {mixed['searches']['p50_ms']} ms, "
+            f"p99 {mixed['searches']['p99_ms']} ms), ingest {mixed['ingest']['images_per_s']}/s"
+        )
     log(f"\nbare (median ms): {result['bare_ms']}")
     ceiling = result["batched_ceiling_images_per_s"]
     log(f"forward+FAISS in batches of 32, decode included: {ceiling} images/s")

@@ -4,8 +4,13 @@ together, one call of a (synchronous, batched) function per batch in a worker th
 A batch closes when it holds `max_batch` items or when its oldest item has waited
 `max_wait_s`; items queued while a batch runs make up the next one, so under load batches
 form without waiting and an idle server answers a lone request after at most `max_wait_s`.
-Only items with the same key share a call (e.g. the same collection, depths and k). One
-batch runs at a time: a forward pass already uses every core (or the GPU).
+Only items with the same key share a call (e.g. the same collection, depths and k).
+
+With `concurrency` 2, a second batch starts while the first runs, so the decoding of one
+overlaps the forward pass of the other (the forward passes themselves take turns on the
+backbone's lock). A batch then takes its share of the queue (queued / free slots, at most
+`max_batch`): with 32 clients waiting, two batches of 16 rather than one of 32 and an idle
+pipeline stage.
 """
 
 from __future__ import annotations
@@ -52,16 +57,20 @@ class DynamicBatcher(Generic[Key, Item, Result]):
         *,
         max_batch: int,
         max_wait_s: float,
+        concurrency: int = 1,
         name: str = "batcher",
     ):
         """`run(key, items)` returns one result per item, in order. When it raises for a
-        batch of several, each item is run alone so one bad item fails only its request."""
-        if max_batch < 1 or max_wait_s < 0:
-            raise ValueError(f"{name}: max_batch must be >= 1 and max_wait_s >= 0")
+        batch of several, each item is run alone so one bad item fails only its request.
+        At most `concurrency` batches run at once."""
+        if max_batch < 1 or max_wait_s < 0 or concurrency < 1:
+            raise ValueError(f"{name}: max_batch and concurrency must be >= 1 and max_wait_s >= 0")
         self._run = run
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self.concurrency = concurrency
         self.name = name
+        self._running: set[asyncio.Task[None]] = set()
         self.stats = BatcherStats()
         self._queue: deque[_Pending[Key, Item, Result]] = deque()
         self._grown = asyncio.Event()  # set when the queue reaches max_batch
@@ -79,19 +88,37 @@ class DynamicBatcher(Generic[Key, Item, Result]):
 
     async def _drain(self) -> None:
         while self._queue:
-            oldest = self._queue[0]
-            wait = oldest.queued_at + self.max_wait_s - time.monotonic()
-            if len(self._queue) < self.max_batch and wait > 0:
-                self._grown.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._grown.wait(), wait)
-            taken = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+            await self._slot()
+            if not self._running:  # idle: the oldest waits a little for company
+                oldest = self._queue[0]
+                wait = oldest.queued_at + self.max_wait_s - time.monotonic()
+                if len(self._queue) < self.max_batch and wait > 0:
+                    self._grown.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._grown.wait(), wait)
+            if not self._queue:
+                break
+            # Requests queued while other batches ran have waited already: take this slot's
+            # share of them at once.
+            free = self.concurrency - len(self._running)
+            size = min(self.max_batch, -(-len(self._queue) // free))
+            taken = [self._queue.popleft() for _ in range(size)]
             groups: dict[Key, list[_Pending[Key, Item, Result]]] = {}
             for pending in taken:
                 if not pending.future.done():  # a cancelled request needs no answer
                     groups.setdefault(pending.key, []).append(pending)
             for key, group in groups.items():
-                await self._run_group(key, group)
+                await self._slot()
+                task = asyncio.create_task(self._run_group(key, group))
+                self._running.add(task)
+                # Held here until done (the loop keeps only weak references to tasks); a
+                # later submit starts a new worker, which counts these against its slots.
+                task.add_done_callback(self._running.discard)
+
+    async def _slot(self) -> None:
+        """Wait until fewer than `concurrency` batches run."""
+        while len(self._running) >= self.concurrency:
+            await asyncio.wait(set(self._running), return_when=asyncio.FIRST_COMPLETED)
 
     async def _run_group(self, key: Key, group: list[_Pending[Key, Item, Result]]) -> None:
         self.stats.requests += len(group)

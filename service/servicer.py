@@ -50,6 +50,7 @@ class StrataServicer(pb_grpc.StrataServicer):
                 self._search_batch,
                 max_batch=min(settings.search_batch_max, ctx.settings.max_images_per_request),
                 max_wait_s=settings.search_batch_wait_s,
+                concurrency=settings.search_batch_concurrency,
                 name="search-batcher",
             )
         )

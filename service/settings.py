@@ -32,6 +32,8 @@ class ServiceSettings(Settings):
     #: pass, and the longest the oldest one waits for company.
     search_batch_max: int = 32
     search_batch_wait_s: float = 0.002
+    #: Search batches in flight at once: with 2, one decodes while the other runs forward.
+    search_batch_concurrency: int = 2
     #: Build and run each collection's engine (the default depths' when there is none)
     #: before health says SERVING, so the first request does not pay for it.
     warm_up: bool = True
@@ -53,6 +55,9 @@ class ServiceSettings(Settings):
 
     def validate(self) -> None:
         super().validate()
+        for name in ("search_batch_max", "search_batch_concurrency"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"setting {name} must be >= 1, got {getattr(self, name)}")
         if self.replica_max_lag_s <= 0:
             raise SettingsError("setting replica_max_lag_s must be positive")
         if self.metrics_listen:

@@ -98,6 +98,46 @@ def test_a_cancelled_request_is_left_out() -> None:
 def test_bad_configuration_is_refused() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         DynamicBatcher(doubling([]), max_batch=0, max_wait_s=0.01)
+    with pytest.raises(ValueError, match="concurrency"):
+        DynamicBatcher(doubling([]), max_batch=8, max_wait_s=0.01, concurrency=0)
+
+
+def test_with_concurrency_two_batches_overlap_and_never_more() -> None:
+    """Two batches in flight at once (one decoding while the other runs forward), never a
+    third; the waiting requests are split between the free slots; all answered in order."""
+    lock = threading.Lock()
+    running, most, calls = [0], [0], []
+
+    def run(key: str, items: list[int]) -> list[int]:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            calls.append(list(items))
+        time.sleep(0.03)
+        with lock:
+            running[0] -= 1
+        return [2 * i for i in items]
+
+    async def main() -> list[int]:
+        batcher = DynamicBatcher(run, max_batch=32, max_wait_s=0.002, concurrency=2)
+
+        async def client(number: int) -> list[int]:  # closed loop: the next after the answer
+            return [await batcher.submit("k", number * 100 + j) for j in range(6)]
+
+        answers = await asyncio.gather(*(client(n) for n in range(32)))
+        return [a for per_client in answers for a in per_client]
+
+    with ThreadPoolExecutor(4) as pool:
+        loop = asyncio.new_event_loop()
+        loop.set_default_executor(pool)
+        try:
+            results = loop.run_until_complete(main())
+        finally:
+            loop.close()
+    assert results == [2 * (n * 100 + j) for n in range(32) for j in range(6)]
+    assert most[0] == 2, f"at most {most[0]} batches ran at once"
+    assert sum(len(c) for c in calls) == 32 * 6
+    assert max(len(c) for c in calls) < 32, "a full queue went to one batch, not two shares"
 
 
 # -- the service: single-image searches over real gRPC -----------------------------------------
