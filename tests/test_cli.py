@@ -81,6 +81,22 @@ def photo_tree(tmp_path: Path) -> Path:
     return root
 
 
+def test_index_over_several_streams_stores_each_file_once_and_reports_as_one(
+    cli: Callable[..., Any], client: StrataClient, collection_name: str, photo_tree: Path
+) -> None:
+    cwd = photo_tree.parent
+    assert cli("collections", "create", collection_name)[0] == 0
+    rc, indexed = cli("index", "photos", "--collection", collection_name, "--streams", "3", cwd=cwd)
+    assert rc == 1 and indexed["added"] == 4 and indexed["unchanged"] == 0
+    assert [f["uri"] for f in indexed["failed"]] == ["photos/cats/broken.jpg"]
+    listed = {c.name: c for c in client.list_collections()}
+    assert listed[collection_name].items == 4
+    rc, again = cli("index", "photos", "--collection", collection_name, "--streams", "8", cwd=cwd)
+    assert again["added"] == 0 and again["unchanged"] == 4  # more streams than files
+    rc, refused = cli("index", "photos", "--collection", collection_name, "--streams", "0", cwd=cwd)
+    assert rc == 2 and "--streams" in refused["error"]["message"]
+
+
 def test_layers_json(cli: Callable[..., Any]) -> None:
     rc, doc = cli("layers")
     assert rc == 0 and doc["backbone"] == "efficientnet_lite0"

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from tqdm import tqdm
 
 from service.cli.inputs import UsageError, scan_paths
 from service.cli.output import emit
 from service.client import ImageToAdd, StrataClient
+
+#: Upload streams of `strata index` (bench/README: ingest, streams).
+DEFAULT_INDEX_STREAMS = 1
 
 
 def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
@@ -21,31 +27,48 @@ def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
         return cmd_index_ray(args, paths)
     if args.database:
         raise UsageError("--database goes with --ray (without it, the server writes)")
+    if args.streams < 1:
+        raise UsageError(f"--streams must be at least 1, got {args.streams}")
     failed: list[dict[str, str]] = []
     counts = {"added": 0, "replaced": 0, "unchanged": 0}
+    lock = threading.Lock()  # counts, failed and the bar, shared by the streams
 
-    def images() -> Iterator[ImageToAdd]:
-        for path in paths:
+    def images(share: Sequence[Path]) -> Iterator[ImageToAdd]:
+        for path in share:
             try:
                 data = path.read_bytes()
             except OSError as exc:
-                failed.append({"uri": str(path), "error": f"cannot read: {exc.strerror}"})
+                with lock:
+                    failed.append({"uri": str(path), "error": f"cannot read: {exc.strerror}"})
                 continue
             labels = [path.parent.name] if args.labels_from_folders and path.parent.name else []
             yield ImageToAdd(str(path), data, labels, tags=args.tags)
 
+    def stream(share: Sequence[Path], bar: tqdm) -> None:
+        for result in client.add_images(args.collection, images(share)):
+            with lock:
+                if result.status == "failed":
+                    reason = result.error.message + (
+                        f" ({result.error.code})" if result.error.code else ""
+                    )
+                    failed.append({"uri": result.uri, "error": reason})
+                else:
+                    counts[result.status] = counts.get(result.status, 0) + 1
+                bar.update(1)
+
+    # Several streams keep a server's pipeline full: one stream's batch decodes while
+    # another's runs forward or commits. Files are dealt out in turn, so each stream gets
+    # a like mix of sizes.
+    shares = [paths[i :: args.streams] for i in range(args.streams)]
     with tqdm(
         total=len(paths), unit="img", desc="indexing", file=sys.stderr, disable=args.quiet
     ) as bar:
-        for result in client.add_images(args.collection, images()):
-            if result.status == "failed":
-                reason = result.error.message + (
-                    f" ({result.error.code})" if result.error.code else ""
-                )
-                failed.append({"uri": result.uri, "error": reason})
-            else:
-                counts[result.status] = counts.get(result.status, 0) + 1
-            bar.update(1)
+        if len(shares) == 1:
+            stream(shares[0], bar)
+        else:
+            with ThreadPoolExecutor(len(shares), thread_name_prefix="index-stream") as pool:
+                for done in [pool.submit(stream, share, bar) for share in shares if share]:
+                    done.result()  # a stream's error (server gone...) ends the command
         bar.update(len(paths) - bar.n)
     document = {
         "added": counts["added"],
@@ -81,6 +104,14 @@ def register(commands: argparse._SubParsersAction, client_options: argparse.Argu
         help="store the ImageNet top-1 WordNet tags as metadata (search with --meta tag.dog=1)",
     )
     index.add_argument("--quiet", action="store_true", help="no progress bar")
+    index.add_argument(
+        "--streams",
+        type=int,
+        default=DEFAULT_INDEX_STREAMS,
+        metavar="N",
+        help=f"concurrent upload streams (default {DEFAULT_INDEX_STREAMS}): more keep a "
+        "server's decode and forward pass busy at once",
+    )
     ray = index.add_argument_group("distributed ingest (pip install 'strata[ray]')")
     ray.add_argument(
         "--ray",
