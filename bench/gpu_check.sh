@@ -30,3 +30,18 @@ for decode in auto off; do
     --server-batch-size 256 --out "$out/decode-$decode" 2>&1 \
     | tee "$out/ingest-gpu-decode-$decode.log" | grep -v -i warn | tail -14
 done
+
+echo "== ingest, $images photos, 4 upload streams (strata index --streams 4) =="
+mkdir -p "$out/streams-4"
+STRATA_DEVICE_DECODE=auto "$python" bench/ingest.py --images "$images" --repeats 2 \
+  --server-batch-size 256 --streams 4 --out "$out/streams-4" 2>&1 \
+  | tee "$out/ingest-gpu-streams-4.log" | grep -v -i warn | tail -14
+
+# GPU FAISS needs the GPU wheel in place of faiss-cpu (pip install faiss-gpu-cu12): then
+# bench/search.py searches the service's index on the GPU (STRATA_DEVICE=cuda copies it).
+if "$python" -c 'import faiss, sys; sys.exit(0 if faiss.get_num_gpus() > 0 else 1)'; then
+  echo "== FAISS on the GPU: 1M x 1280, recall and QPS against the CPU index =="
+  "$python" bench/search.py --device cuda --out "$out/search-gpu.json" 2>&1 | tail -12
+else
+  echo "FAISS here has no GPU support (faiss-cpu): GPU FAISS not measured"
+fi

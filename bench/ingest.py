@@ -131,7 +131,9 @@ class Baseline:
 # -- Strata ---------------------------------------------------------------------------------
 
 
-def strata_index(address: str, folder: Path, collection: str) -> tuple[dict[str, Any], float]:
+def strata_index(
+    address: str, folder: Path, collection: str, streams: int = 1
+) -> tuple[dict[str, Any], float]:
     """Create the collection, then run the `strata index` command itself, in this process;
     returns its JSON document and the seconds the command took."""
     from service.cli import main
@@ -144,6 +146,7 @@ def strata_index(address: str, folder: Path, collection: str) -> tuple[dict[str,
     started = time.perf_counter()
     with contextlib.redirect_stdout(stdout):
         command = ["index", str(folder), "--collection", collection, "--server", address]
+        command += ["--streams", str(streams)]
         code = main([*command, "--json", "--quiet"])
     seconds = time.perf_counter() - started
     document = json.loads(stdout.getvalue())
@@ -241,6 +244,7 @@ def main() -> int:
         default=MIXED_SIZES,
         help="photo sizes, taken in turn (default 500x375,1024x768,3000x2000)",
     )
+    parser.add_argument("--streams", type=int, default=1, help="strata index --streams")
     parser.add_argument("--json", action="store_true", help="print only the JSON document")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args()
@@ -295,7 +299,9 @@ def main() -> int:
                         reference = reference or vectors
                         added = len(vectors)
                     else:
-                        document, seconds = strata_index(address, photos, f"bench{repeat}")
+                        document, seconds = strata_index(
+                            address, photos, f"bench{repeat}", args.streams
+                        )
                         added = int(document["added"])
                     # This process (baseline, or the index client) plus the server process.
                     cpu = time.process_time() + server.cpu_seconds() - cpu_before
@@ -345,6 +351,7 @@ def main() -> int:
         "backbone": BACKBONE,
         "depths": list(DEPTHS),
         "server_env": env,
+        "streams": args.streams,
         "engine": _engine_from_log(server_log),
         "warmup_s": round(warmup_s, 1),
         "runs": runs,

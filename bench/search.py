@@ -45,6 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from indexer.store.faiss_device import device_copier
 from indexer.store.index_policy import IndexPolicy, build_index
 from indexer.store.vector_index import VectorIndex
 
@@ -177,11 +178,13 @@ def build_ann(
         built = build_index(
             data.dim, lambda: data.chunks(args.vectors, args.chunk), args.vectors, policy
         )
-        index = VectorIndex.from_built(data.dim, built, policy)
+        index = VectorIndex.from_built(
+            data.dim, built, policy, to_device=device_copier(args.device)
+        )
         index.history.append(built.report)
         during: dict = {}
     else:
-        index = VectorIndex(data.dim, policy=policy)
+        index = VectorIndex(data.dim, policy=policy, to_device=device_copier(args.device))
         with Prober(index, probes) as prober:
             for ids, vectors in data.chunks(args.vectors, args.chunk):
                 if not args.overlap:
@@ -244,6 +247,9 @@ def main() -> int:
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="FAISS threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--device", default="cpu", help="where the approximate index searches: cpu or cuda[:N]"
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the exact Flat side")
     parser.add_argument("--out", type=Path, default=OUT_DIR / "search.json")
     parser.add_argument("--json", action="store_true", help="print the JSON result to stdout")
