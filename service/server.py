@@ -149,7 +149,7 @@ async def _save_periodically(ctx: Context, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            saved = await asyncio.to_thread(ctx.indexes.save_dirty)
+            saved = await asyncio.to_thread(ctx.indexes.save_dirty, True)
             if saved:
                 log.info("saved %d index file(s)", saved)
         except Exception:
