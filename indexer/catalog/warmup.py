@@ -61,5 +61,5 @@ def warm_engines(ctx: Context) -> list[WarmedEngine]:
             continue
         seconds = time.perf_counter() - started
         warmed.append(WarmedEngine(name, layers, pooling, seconds))
-        log.info("engine for %s %s (%s) warm in %.2f s", name, layers, pooling, seconds)
+        log.info("warm-up: %s %s (%s) ready in %.2f s", name, layers, pooling, seconds)
     return warmed
