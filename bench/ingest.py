@@ -132,7 +132,7 @@ class Baseline:
 
 
 def strata_index(
-    address: str, folder: Path, collection: str, streams: int = 1
+    address: str, folder: Path, collection: str, streams: int = 2
 ) -> tuple[dict[str, Any], float]:
     """Create the collection, then run the `strata index` command itself, in this process;
     returns its JSON document and the seconds the command took."""
@@ -244,7 +244,7 @@ def main() -> int:
         default=MIXED_SIZES,
         help="photo sizes, taken in turn (default 500x375,1024x768,3000x2000)",
     )
-    parser.add_argument("--streams", type=int, default=1, help="strata index --streams")
+    parser.add_argument("--streams", type=int, default=2, help="strata index --streams")
     parser.add_argument("--json", action="store_true", help="print only the JSON document")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args()

@@ -16,7 +16,7 @@ from service.cli.output import emit
 from service.client import ImageToAdd, StrataClient
 
 #: Upload streams of `strata index` (bench/README: ingest, streams).
-DEFAULT_INDEX_STREAMS = 1
+DEFAULT_INDEX_STREAMS = 2
 
 
 def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
