@@ -173,15 +173,7 @@ def _resolve_hits(
 ) -> list[QueryResult]:
     all_ids = sorted({int(i) for _, ids in raw.values() for i in ids.ravel() if i >= 0})
     with ctx.sessions() as session:
-        items = repository.get_items(session, collection.id, all_ids)
-        details = {
-            item_id: (
-                item.uri,
-                tuple(sorted(label.label for label in item.labels)),
-                {m.key: m.value for m in item.meta},
-            )
-            for item_id, item in items.items()
-        }
+        details = repository.hit_details(session, collection.id, all_ids)
     results = []
     for position, query in enumerate(queries):
         per_depth: dict[str, list[Hit]] = {}

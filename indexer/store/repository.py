@@ -214,6 +214,34 @@ def get_items(session: Session, collection_id: int, ids: Sequence[int]) -> dict[
     return found
 
 
+def hit_details(
+    session: Session, collection_id: int, ids: Sequence[int]
+) -> dict[int, tuple[str, tuple[str, ...], dict[str, str]]]:
+    """id -> (uri, sorted labels, metadata) of the items that exist, for search results:
+    three plain SELECTs a chunk, no ORM objects (a search's SQL cost 5 ms with them)."""
+    found: dict[int, tuple[str, list[str], dict[str, str]]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = [int(i) for i in ids[start : start + 500]]
+        rows = session.execute(
+            select(Item.id, Item.uri).where(Item.collection_id == collection_id, Item.id.in_(chunk))
+        )
+        found.update({item_id: (uri, [], {}) for item_id, uri in rows})
+        present = [i for i in chunk if i in found]
+        if not present:
+            continue
+        for item_id, label in session.execute(
+            select(Label.item_id, Label.label).where(Label.item_id.in_(present))
+        ):
+            found[item_id][1].append(label)
+        for item_id, key, value in session.execute(
+            select(MetadataEntry.item_id, MetadataEntry.key, MetadataEntry.value).where(
+                MetadataEntry.item_id.in_(present)
+            )
+        ):
+            found[item_id][2][key] = value
+    return {i: (uri, tuple(sorted(labels)), meta) for i, (uri, labels, meta) in found.items()}
+
+
 def get_item(session: Session, collection_id: int, item_id: int) -> Item:
     item = get_items(session, collection_id, [item_id]).get(item_id)
     if item is None:
