@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Select, and_, delete, func, insert, literal, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from indexer.core.errors import AlreadyExists, NotFound, quote
@@ -218,27 +218,30 @@ def hit_details(
     session: Session, collection_id: int, ids: Sequence[int]
 ) -> dict[int, tuple[str, tuple[str, ...], dict[str, str]]]:
     """id -> (uri, sorted labels, metadata) of the items that exist, for search results:
-    three plain SELECTs a chunk, no ORM objects (a search's SQL cost 5 ms with them)."""
+    two plain SELECTs a chunk on the session's connection, no ORM objects or ORM execution
+    (a lone search's SQL cost 5 ms with them, on a 20 ms search)."""
+    connection = session.connection()
     found: dict[int, tuple[str, list[str], dict[str, str]]] = {}
     for start in range(0, len(ids), 500):
         chunk = [int(i) for i in ids[start : start + 500]]
-        rows = session.execute(
+        rows = connection.execute(
             select(Item.id, Item.uri).where(Item.collection_id == collection_id, Item.id.in_(chunk))
         )
         found.update({item_id: (uri, [], {}) for item_id, uri in rows})
         present = [i for i in chunk if i in found]
         if not present:
             continue
-        for item_id, label in session.execute(
-            select(Label.item_id, Label.label).where(Label.item_id.in_(present))
-        ):
-            found[item_id][1].append(label)
-        for item_id, key, value in session.execute(
-            select(MetadataEntry.item_id, MetadataEntry.key, MetadataEntry.value).where(
-                MetadataEntry.item_id.in_(present)
-            )
-        ):
-            found[item_id][2][key] = value
+        labels = select(Label.item_id, literal("label"), Label.label, literal("")).where(
+            Label.item_id.in_(present)
+        )
+        metadata = select(
+            MetadataEntry.item_id, literal("meta"), MetadataEntry.key, MetadataEntry.value
+        ).where(MetadataEntry.item_id.in_(present))
+        for item_id, kind, name, value in connection.execute(union_all(labels, metadata)):
+            if kind == "label":
+                found[item_id][1].append(name)
+            else:
+                found[item_id][2][name] = value
     return {i: (uri, tuple(sorted(labels)), meta) for i, (uri, labels, meta) in found.items()}
 
 
