@@ -50,3 +50,24 @@ def test_a_slow_saving_index_waits_its_turn_and_shutdown_saves_it(ctx: Context) 
     index.add(np.arange(7, 8, dtype=np.int64), _vectors(1, 1280, 2))
     ctx.indexes.last_saves[key] = (time.monotonic(), 600.0)
     assert ctx.indexes.save_dirty() == 1 and not index.dirty  # shutdown: unthrottled
+
+
+def test_an_index_loaded_from_its_file_is_throttled_by_what_loading_it_cost(
+    tmp_path: Path, new_database_url: Callable[[], str]
+) -> None:
+    settings = Settings.load(
+        env={}, data_dir=tmp_path / "data", database_url=new_database_url(), device="cpu"
+    )
+    first = Context.open(settings)
+    info = create_collection(first, "loaded", depths=["semantics"])
+    first.indexes.get(info.id, "semantics", 1280).add(
+        np.arange(1, 4, dtype=np.int64), _vectors(3, 1280, 3)
+    )
+    first.close()  # saves the file
+    again = Context.open(settings)
+    try:
+        again.indexes.get(info.id, "semantics", 1280)  # loaded (ids SQL lacks are dropped)
+        at, seconds = again.indexes.last_saves[(info.id, "semantics")]
+        assert seconds > 0 and at <= time.monotonic()
+    finally:
+        again.close()

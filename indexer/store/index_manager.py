@@ -93,9 +93,16 @@ class IndexManager:
                 return VectorIndex(
                     dim, policy=self.policy, to_device=self._to_device, exact_source=exact
                 )
+            began = time.monotonic()
             try:
                 index = VectorIndex.load(
                     path, dim, policy=self.policy, to_device=self._to_device, exact_source=exact
+                )
+                # Reading the file stands for what saving it costs, until a save measures it:
+                # the first periodic save of a loaded gigabyte index is throttled too.
+                self.last_saves[(collection_id, depth)] = (
+                    time.monotonic(),
+                    time.monotonic() - began,
                 )
             except IndexFileError as exc:
                 log.warning("rebuilding index from SQL: %s", exc)
