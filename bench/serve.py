@@ -305,9 +305,12 @@ def main() -> int:
         batched_env["STRATA_SEARCH_BATCH_MAX"] = str(args.batch_max)
     if args.wait_ms is not None:
         batched_env["STRATA_SEARCH_BATCH_WAIT_S"] = str(args.wait_ms / 1000)
+    # 128 clients in flight at once: above the default admission limit (64, service/limits.py),
+    # which would refuse half of them; the load test measures queueing, not refusals.
+    batched_env["STRATA_MAX_CONCURRENT_REQUESTS"] = str(max(64, 2 * max(args.clients)))
     runs = {"batched": batched_env}
     if not args.no_unbatched:
-        runs["unbatched"] = {"STRATA_SEARCH_BATCH_MAX": "1"}
+        runs["unbatched"] = {**batched_env, "STRATA_SEARCH_BATCH_MAX": "1"}
 
     with tempfile.TemporaryDirectory(prefix="strata-serve-bench-") as tmp:
         data_dir = Path(tmp) / "data"
