@@ -14,7 +14,7 @@ from conftest import ServerHandle
 from labelled_images import CROP_CLASSES, crop_set
 
 from indexer.catalog.collections import get_collection
-from indexer.learning import bootstrap, choosing, mislabels
+from indexer.learning import bootstrap, mislabels
 from service.client import ImageToAdd, StrataClient
 
 PER_CLASS = 8
@@ -66,31 +66,6 @@ def test_combined_features_compete_and_label_the_rest(
     assert len({s.id for s in suggested.suggestions}) == 4
     assert not {s.id for s in suggested.suggestions} & set(few)
     assert suggested.depth in ("parts", "semantics")
-
-
-def test_self_training_is_tried_only_where_the_probe_did_best(
-    client: StrataClient, examples: list[tuple[str, bytes, str]]
-) -> None:
-    """With more depths than SELF_TRAINING_DEPTHS, the slow self-training is
-    cross-validated only at the depths whose probe did best; the rest run everywhere."""
-    depths = ["edges", "parts", "semantics"]
-    name = f"pruned-{uuid.uuid4().hex[:8]}"
-    client.create_collection(name, depths=depths)
-    try:
-        images = [ImageToAdd(u, b) for u, b, _ in examples]
-        ids = {r.uri: r.id for r in client.add_images(name, images)}
-        client.set_labels(name, {ids[u]: lab for u, _, lab in examples if int(u[-7:-4]) < 3})
-        result = client.predict_labels(name, folds=2, dry_run=True)
-        cv = {(c.method, c.depth): c.cv_accuracy for c in result.candidates if "+" not in c.depth}
-        probes = sorted((d for m, d in cv if m == "probe"), key=lambda d: -cv["probe", d])
-        trained = {d for m, d in cv if m == "self-training"}
-        assert len(probes) == 3 and trained == set(probes[: choosing.SELF_TRAINING_DEPTHS])
-        for method in ("knn", "propagation"):
-            assert {d for m, d in cv if m == method} == set(depths)
-        combined = {c.depth for c in result.candidates if c.method == "self-training"} - trained
-        assert len(combined) == 1 and "+" in combined.pop()
-    finally:
-        client.delete_collection(name)
 
 
 def test_centred_vectors_are_unit_length_around_the_collection_mean() -> None:
