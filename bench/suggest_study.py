@@ -1,0 +1,236 @@
+"""What to label next, offline: selection strategies against random picks on the CIFAR
+collection that bench/probe.py keeps in bench/out/probe-data/ (run it once first).
+
+    python bench/suggest_study.py [--seeds 3] [--more 10] [--strategies random,coverage,...]
+
+Per seed: 10 human labels a class drawn at random from the train images (as bench/probe.py),
+then `--more` labels a class picked among the other train images by each strategy; the
+score is the test accuracy of one fixed predictor (the library's self-training on stage 4
+and pre-logits combined, the candidate CV picks most often at these budgets) learning from
+the 10 + more labels. The strategies:
+
+- `random`, `random2`: two independent random draws (their difference is the noise);
+- `coverage`: `labels suggest`'s default (indexer/learning/selection.py), uncertainty-
+  weighted coverage of the 10-NN graph with a per-class quota;
+- `typiclust`: TypiClust (Hacohen et al. 2022): k-means with k = labelled + budget, the most
+  typical point (inverse mean distance to its 20 nearest cluster mates) of the largest
+  clusters without a label;
+- `cluster-margin`: the 5 x budget least-margin items, k-means into `budget` clusters, the
+  least-margin item of each (Citovsky et al. 2021);
+- `weighted-kmeans`: the 10 x budget least-margin items, k-means weighted by uncertainty,
+  the item nearest each centre (Zhdanov 2019);
+- `oracle-wrong`, `oracle-confident-wrong` (diagnostics, they read the true labels): random
+  picks among the items the 10-label predictor gets wrong, and the most confident of them.
+
+Writes bench/out/suggest-study.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from indexer.catalog.collections import get_collection  # noqa: E402
+from indexer.catalog.context import Context  # noqa: E402
+from indexer.learning import labelled_vectors, predictors  # noqa: E402
+from indexer.learning.choosing import centred  # noqa: E402
+from indexer.learning.labelled_vectors import UNLABELLED, LabelledVectors  # noqa: E402
+from indexer.learning.neighbours import NeighbourGraph  # noqa: E402
+from indexer.learning.selection import weighted_coverage  # noqa: E402
+from indexer.store import label_repository  # noqa: E402
+from service.settings import ServiceSettings  # noqa: E402
+
+DATA = ROOT / "bench" / "out" / "probe-data"
+OUT = ROOT / "bench" / "out" / "suggest-study.json"
+COLLECTION = "cifar-auto-300x100"
+FEW = 10
+DEVICE = torch.device("cpu")
+STRATEGIES = (
+    "random",
+    "random2",
+    "coverage",
+    "typiclust",
+    "cluster-margin",
+    "weighted-kmeans",
+    "oracle-wrong",
+    "oracle-confident-wrong",
+)
+
+
+class Study:
+    """The collection's combined stage 4 + pre-logits features, true classes and splits."""
+
+    def __init__(self, data_dir: Path, collection: str):
+        ctx = Context.open(ServiceSettings.load(data_dir=data_dir))
+        try:
+            info = get_collection(ctx, collection)
+            depths = [
+                labelled_vectors.load(ctx, info, info.depth(d)) for d in ("blocks.6", "semantics")
+            ]
+            with ctx.sessions() as session:
+                uris = label_repository.item_uris(session, info.id, depths[0].ids.tolist())
+        finally:
+            ctx.close()
+        x = np.concatenate([centred(d.x) for d in depths], axis=1)
+        self.x = np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), np.float32)
+        self.ids = depths[0].ids
+        names = [uris[int(i)].split("/") for i in self.ids]
+        self.classes = sorted({n[1] for n in names})
+        self.y = np.array([self.classes.index(n[1]) for n in names])
+        self.train = np.array([i for i, n in enumerate(names) if n[0] == "train"])
+        self.test = np.array([i for i, n in enumerate(names) if n[0] == "test"])
+        index = faiss.IndexFlatIP(self.x.shape[1])
+        index.add(self.x)
+        scores, found = index.search(self.x, 11)
+        self.graph = NeighbourGraph(found[:, 1:], scores[:, 1:].astype(np.float32))
+
+    def few(self, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        return np.concatenate(
+            [rng.choice(self.train[self.y[self.train] == k], FEW, replace=False) for k in range(10)]
+        )
+
+    def probabilities(self, labelled: np.ndarray, targets: np.ndarray, seed: int) -> np.ndarray:
+        y = np.full(len(self.y), UNLABELLED)
+        y[labelled] = self.y[labelled]
+        data = LabelledVectors(self.ids, self.x, y, self.classes)
+        method = "self-training"
+        return predictors.predict([method], data, None, labelled, targets, DEVICE, seed)[method]
+
+    def accuracy(self, labelled: np.ndarray, seed: int) -> float:
+        p = self.probabilities(labelled, self.test, seed)
+        return float((p.argmax(axis=1) == self.y[self.test]).mean())
+
+
+def kmeans(x: np.ndarray, k: int, seed: int, weights: np.ndarray | None = None) -> Any:
+    km = faiss.Kmeans(x.shape[1], k, niter=20, seed=seed + 1, min_points_per_centroid=1)
+    km.train(x, weights=weights)
+    return km
+
+
+def typiclust(s: Study, labelled: np.ndarray, candidates: np.ndarray, n: int, seed: int) -> Any:
+    k = len(labelled) + n
+    assign = kmeans(s.x, k, seed).index.search(s.x, 1)[1][:, 0]
+    open_ = np.zeros(len(s.x), bool)
+    open_[candidates] = True
+    labels = np.bincount(assign[labelled], minlength=k).astype(float)
+    size = np.bincount(assign, minlength=k)
+    picks: list[int] = []
+    while len(picks) < n:
+        c = int(np.lexsort((-size, labels))[0])
+        members = np.flatnonzero(assign == c)
+        mine = members[open_[members]]
+        if len(mine) == 0:
+            labels[c] = np.inf
+            continue
+        xm = s.x[members]
+        distance = np.sqrt(np.clip(2 - 2 * xm @ xm.T, 0, None))
+        np.fill_diagonal(distance, np.inf)
+        near = np.sort(distance, axis=1)[:, : max(1, min(20, len(members) - 1))]
+        typical = 1.0 / (near.mean(axis=1) + 1e-8)
+        pick = int(mine[np.argmax(typical[open_[members]])])
+        picks.append(pick)
+        open_[pick] = False
+        labels[c] += 1
+    return np.array(picks)
+
+
+_margins: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def margins(s: Study, labelled: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """1 - margin of the 10-label predictor for every item, and its predicted class."""
+    key = (seed, *labelled.tolist())
+    if key not in _margins:
+        p = s.probabilities(labelled, np.arange(len(s.x)), seed)
+        top2 = -np.sort(-p, axis=1)[:, :2]
+        _margins[key] = (1.0 - (top2[:, 0] - top2[:, 1]), p.argmax(axis=1))
+    weight, predicted = _margins[key]
+    return weight.copy(), predicted
+
+
+def pick(
+    strategy: str, s: Study, labelled: np.ndarray, candidates: np.ndarray, n: int, seed: int
+) -> np.ndarray:
+    rng = np.random.default_rng(seed + 1000 * (1 + STRATEGIES.index(strategy)))
+    if strategy in ("random", "random2"):
+        return rng.choice(candidates, n, replace=False)
+    if strategy == "typiclust":
+        return typiclust(s, labelled, candidates, n, seed)
+    weight, predicted = margins(s, labelled, seed)
+    weight[labelled] = 0.0
+    by_margin = candidates[np.argsort(-weight[candidates], kind="stable")]
+    if strategy == "coverage":
+        picks, _ = weighted_coverage(s.graph, candidates, labelled, weight, n, predicted)
+        return np.array(picks)
+    if strategy == "cluster-margin":
+        top = by_margin[: 5 * n]
+        assign = kmeans(s.x[top], n, seed).index.search(s.x[top], 1)[1][:, 0]
+        chosen = [top[assign == c][0] for c in np.unique(assign)]  # top is by margin
+        return np.array((chosen + [i for i in top if i not in set(chosen)])[:n])
+    if strategy == "weighted-kmeans":
+        top = by_margin[: 10 * n]
+        centres = kmeans(s.x[top], n, seed, weight[top].astype(np.float32)).centroids
+        free = np.ones(len(top), bool)
+        chosen = []
+        for c in centres:
+            score = np.where(free, s.x[top] @ c, -np.inf)
+            j = int(np.argmax(score))
+            chosen.append(top[j])
+            free[j] = False
+        return np.array(chosen)
+    wrong = candidates[predicted[candidates] != s.y[candidates]]
+    if strategy == "oracle-wrong":
+        return rng.choice(wrong, n, replace=False)
+    if strategy == "oracle-confident-wrong":
+        return wrong[np.argsort(weight[wrong], kind="stable")[:n]]
+    raise SystemExit(f"unknown strategy {strategy!r}; use {', '.join(STRATEGIES)}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--collection", default=COLLECTION)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--more", type=int, default=10, help="labels a class to add")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    study = Study(args.data, args.collection)
+    strategies = [x for x in args.strategies.split(",") if x]
+    rows: dict[str, list[float]] = {name: [] for name in strategies}
+    start = time.monotonic()
+    for seed in range(args.seeds):
+        labelled = study.few(seed)
+        candidates = np.setdiff1d(study.train, labelled)
+        before = study.accuracy(labelled, seed)
+        for name in strategies:
+            picks = pick(name, study, labelled, candidates, args.more * 10, seed)
+            rows[name].append(study.accuracy(np.concatenate([labelled, picks]), seed))
+            print(
+                f"[{time.monotonic() - start:6.0f}s] seed {seed}: 10/class {before:.3f}, "
+                f"+{args.more}/class {name} {rows[name][-1]:.3f}",
+                file=sys.stderr,
+                flush=True,
+            )
+    print(f"\n+{args.more} labels a class, test accuracy of self-training (combined features)")
+    for name, accuracies in rows.items():
+        print(f"  {name:24s} mean {np.mean(accuracies):.3f}  per seed {np.round(accuracies, 3)}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"more": args.more, "seeds": args.seeds, "rows": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
