@@ -11,9 +11,10 @@ LogisticRegression(C=0.1) on the same stored vectors:
 
 1. probe per depth: 5-fold CV accuracy on train, and the stored probe's test accuracy;
 2. `labels predict` with every train label: accuracy on the test images;
-3. 10 labels per class: predicted accuracy on the rest and on test; then 10 more per
-   class chosen by `labels suggest` or at random (averaged over --seeds);
-4. 5% of the train labels flipped: `labels issues` precision and recall;
+3. 10 labels per class: predicted accuracy on the rest and on test against the plain probe;
+   then 5, 10 and 20 more per class chosen by `labels suggest` or at random (--seeds);
+4. 5% and 20% of the train labels flipped: `labels issues` (cleanlab) against the
+   hand-written method on the same probabilities, precision, recall and top-k precision;
 5. `duplicates` at the default threshold.
 
 Prints tables and writes bench/out/probe.json. Without --server it starts a server on a
