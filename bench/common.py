@@ -106,6 +106,25 @@ def write_photos(
     return paths
 
 
+def run_index(address: str, folder: Path, collection: str, streams: int = 2) -> tuple[dict, float]:
+    """The `strata index` command itself, in this process, into an existing collection;
+    its JSON document and the seconds it took."""
+    import json
+
+    from service.cli import main
+
+    out = io.StringIO()
+    began = time.perf_counter()
+    with contextlib.redirect_stdout(out):
+        command = ["index", str(folder), "--collection", collection, "--server", address]
+        code = main([*command, "--streams", str(streams), "--json", "--quiet"])
+    seconds = time.perf_counter() - began
+    document = json.loads(out.getvalue())
+    if code != 0:
+        raise SystemExit(f"strata index failed ({code}): {document}")
+    return dict(document), seconds
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

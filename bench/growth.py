@@ -21,8 +21,6 @@ Results go to bench/out/growth.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import statistics
@@ -38,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import MIXED_SIZES, make_photos, strata_server, write_photos  # noqa: E402
+from common import MIXED_SIZES, make_photos, run_index, strata_server, write_photos  # noqa: E402
 from search import Mixture  # noqa: E402
 
 DEPTHS = ("edges", "parts", "semantics")
@@ -109,21 +107,13 @@ def _bytes(index_file: Path) -> int:
 
 
 def strata_index(address: str, folder: Path, collection: str, create: bool) -> float:
-    from service.cli import main as cli
     from service.client import StrataClient
 
     if create:
         with StrataClient(address) as client:
             client.create_collection(collection, depths=list(DEPTHS), framing="center-crop")
-    out = io.StringIO()
-    began = time.perf_counter()
-    with contextlib.redirect_stdout(out):
-        code = cli(["index", str(folder), "--collection", collection, "--server", address,
-                    "--json", "--quiet"])  # fmt: skip
-    seconds = time.perf_counter() - began
-    if code != 0:
-        raise SystemExit(f"strata index failed: {out.getvalue()}")
-    return int(json.loads(out.getvalue())["added"]) / seconds
+    document, seconds = run_index(address, folder, collection)
+    return int(document["added"]) / seconds
 
 
 def search_p50(

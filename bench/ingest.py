@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import platform
@@ -47,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import roofline  # noqa: E402  (bench/roofline.py)
-from common import MIXED_SIZES, parse_sizes, strata_server, write_photos  # noqa: E402
+from common import MIXED_SIZES, parse_sizes, run_index, strata_server, write_photos  # noqa: E402
 
 BACKBONE = "efficientnet_lite0"
 DEPTHS = ("edges", "parts", "semantics")
@@ -136,23 +135,12 @@ def strata_index(
 ) -> tuple[dict[str, Any], float]:
     """Create the collection, then run the `strata index` command itself, in this process;
     returns its JSON document and the seconds the command took."""
-    from service.cli import main
     from service.client import StrataClient
 
     with StrataClient(address) as client:
         # The baseline is the ImageNet recipe: the collection frames photos the same way.
         client.create_collection(collection, BACKBONE, list(DEPTHS), framing="center-crop")
-    stdout = io.StringIO()
-    started = time.perf_counter()
-    with contextlib.redirect_stdout(stdout):
-        command = ["index", str(folder), "--collection", collection, "--server", address]
-        command += ["--streams", str(streams)]
-        code = main([*command, "--json", "--quiet"])
-    seconds = time.perf_counter() - started
-    document = json.loads(stdout.getvalue())
-    if code != 0:
-        raise SystemExit(f"strata index failed ({code}): {document}")
-    return dict(document), seconds
+    return run_index(address, folder, collection, streams)
 
 
 def stored_vectors(

@@ -46,7 +46,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import make_photos, strata_server, write_photos  # noqa: E402
+from common import make_photos, run_index, strata_server, write_photos  # noqa: E402
 
 OUT_DIR = ROOT / "bench" / "out"
 COLLECTION = "serve-bench"
@@ -117,23 +117,11 @@ async def _load(address: str, queries: list[bytes], clients: int, seconds: float
 
 def ingest_rate(address: str, folder: Path, collection: str) -> dict:
     """`strata index` of `folder` into a new collection of this server: images/s."""
-    import contextlib
-    import io
-
-    from service.cli import main as cli
     from service.client import StrataClient
 
     with StrataClient(address) as client:
         client.create_collection(collection, framing="center-crop")
-    out = io.StringIO()
-    began = time.perf_counter()
-    with contextlib.redirect_stdout(out):
-        code = cli(["index", str(folder), "--collection", collection, "--server", address,
-                    "--json", "--quiet"])  # fmt: skip
-    seconds = time.perf_counter() - began
-    document = json.loads(out.getvalue())
-    if code != 0:
-        raise SystemExit(f"strata index failed ({code}): {document}")
+    document, seconds = run_index(address, folder, collection)
     added = int(document["added"])
     return {
         "images": added,
@@ -244,7 +232,7 @@ def ingest_side_by_side(
     searching = [True]
 
     def ingest_while_searching() -> dict[str, Any]:
-        runs = []  # whole folders, one collection each, until the searches end
+        runs: list[dict[str, Any]] = []  # whole folders, one collection each, until the end
         while searching[0]:
             runs.append(ingest_rate(address, folder, f"ingest-with-queries-{len(runs)}"))
         images, spent = sum(r["images"] for r in runs), sum(r["seconds"] for r in runs)

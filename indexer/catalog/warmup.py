@@ -15,6 +15,7 @@ from indexer.catalog.context import Context
 from indexer.core.errors import StrataError
 from indexer.core.vocabulary import DEFAULT_BACKBONE, DEFAULT_POOLING, DEPTH_PRESETS
 from indexer.engine.extract import extract
+from indexer.engine.factory import canonical_layers
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def engine_keys(ctx: Context) -> list[tuple[str, tuple[str, ...], str]]:
         backbone = ctx.backbones.get(DEFAULT_BACKBONE)
         layers = tuple(backbone.layer(depth).name for depth in DEPTH_PRESETS)
         keys = [(DEFAULT_BACKBONE, layers, DEFAULT_POOLING)]
-    return list(dict.fromkeys((b, tuple(sorted(set(ls))), p) for b, ls, p in keys))
+    return list(dict.fromkeys((b, canonical_layers(ls), p) for b, ls, p in keys))
 
 
 def warm_engines(ctx: Context) -> list[WarmedEngine]:
