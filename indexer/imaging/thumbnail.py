@@ -1,10 +1,14 @@
 """Thumbnails: a bounded JPEG of each image, made at ingest from the pixels already decoded
 for the network, so pages that show a collection never need the original files.
 
-Ingest pays for every thumbnail, so the cheap choices win: bilinear resampling (antialiased
-in Pillow; a third cheaper than bicubic), large images shrunk by whole factors first
-(reducing_gap), and JPEG rather than WebP (a 256 px thumbnail encodes in about 0.6 ms
-against 10-17 ms for WebP on this project's CPUs; files 10 kB vs 7-8 kB).
+Ingest pays for every thumbnail, so the cheap choices win: a box filter (the area average,
+antialiased and the cheapest of Pillow's filters), images of twice the thumbnail or more
+shrunk by whole factors first (`reducing_gap=1.0`: a 1024x768 photo, decoded at 1/2 for the
+network, becomes its thumbnail by one 2x2 average), and JPEG rather than WebP (a 256 px
+thumbnail encodes in about 0.6 ms against 10-17 ms for WebP on this project's CPUs; files
+10 kB vs 7-8 kB). Against bilinear with `reducing_gap=2.0` this halves the thumbnail's CPU
+on mixed photos (1.46 to 0.74 ms with the encode) at 37.5-43 dB PSNR to a Lanczos
+thumbnail of the full-size image, above what the quality-85 JPEG itself keeps.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ def make_thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE) -> Thumbnail:
     small = (
         image
         if size == image.size
-        else image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        else image.resize(size, Image.Resampling.BOX, reducing_gap=1.0)
     )
     return _encode(small if small.mode == "RGB" else small.convert("RGB"))
 
