@@ -70,20 +70,20 @@ def test_predict_labels_every_unlabelled_item(
     assert {p.id for p in result.predictions} == set(truth) - human
     correct = sum(p.label == truth[p.id] for p in result.predictions)
     assert correct / len(result.predictions) >= 0.9, result
-    assert {(c.method, c.depth) for c in result.candidates if "+" not in c.depth} == {
+    singles = [c for c in result.candidates if c.method != "ensemble"]
+    assert {(c.method, c.depth) for c in singles if "+" not in c.depth} == {
         (m, d) for m in METHODS for d in ("parts", "semantics")
     }
-    (ensemble,) = [c for c in result.candidates if c.method == "ensemble"]
-    assert sorted(ensemble.depth.split("+")) == ["parts", "semantics"]
     # The probe and self-training on both depths' features combined compete too.
-    combined = [c for c in result.candidates if "+" in c.depth and c.method != "ensemble"]
+    combined = [c for c in singles if "+" in c.depth]
     assert {c.method for c in combined} == {"probe", "self-training"}
     assert all(sorted(c.depth.split("+")) == ["parts", "semantics"] for c in combined)
-    best = max(c.cv_accuracy for c in result.candidates)
-    assert result.cv_accuracy == pytest.approx(best)
-    assert (result.method, result.depth) in {
-        (c.method, c.depth) for c in result.candidates if c.cv_accuracy == pytest.approx(best)
-    }
+    # The answer is the ensemble of the best and its near-ties by CV (on these crops several
+    # candidates label every held-out crop right), scored on the same folds.
+    (ensemble,) = [c for c in result.candidates if c.method == "ensemble"]
+    assert set(ensemble.depth.split("+")) <= {"parts", "semantics"}
+    assert (result.method, result.depth) == ("ensemble", ensemble.depth)
+    assert result.cv_accuracy == pytest.approx(ensemble.cv_accuracy)
     assert all(0.0 < p.confidence <= 1.0 for p in result.predictions)
     assert result.stored == len(result.predictions)
     stored = {x.id: x for x in client.export_labels(name, "predicted").labels}
