@@ -15,7 +15,7 @@ standard error near 0.05), and the best of some twenty noisy estimates is the mo
 optimistic of them; averaging the near-ties instead keeps what each of them gets right and
 needs no constant tuned on a benchmark. With many labels the set shrinks to the near-ties
 themselves. On CIFAR-10 with 10 labels a class (5 seeds, bench/README) the mean of the
-near-ties reached 0.660 on the test images against 0.650 for the single best by CV. When
+near-ties reached 0.660 on the test images against 0.649 for the single best by CV. When
 only the best is within one standard error, it is the answer alone.
 
 Self-training is the slowest candidate (five refits on up to 25x the labels). Trying it
