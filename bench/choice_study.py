@@ -32,11 +32,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import CifarSplit  # noqa: E402
 
 from indexer.catalog.collections import get_collection  # noqa: E402
 from indexer.catalog.context import Context  # noqa: E402
 from indexer.learning import choosing, labelled_vectors  # noqa: E402
-from indexer.learning.choosing import Candidate, Fitted  # noqa: E402
+from indexer.learning.choosing import Fitted  # noqa: E402
 from indexer.learning.labelled_vectors import UNLABELLED, LabelledVectors  # noqa: E402
 from indexer.learning.predictors import METHODS  # noqa: E402
 from indexer.store import label_repository  # noqa: E402
@@ -54,43 +57,31 @@ def two_depth_ensemble(fitted: list[Fitted]) -> Fitted:
     best_per_depth: dict[str, Fitted] = {}
     for f in sorted(fitted, key=lambda f: -f.candidate.cv_accuracy):
         best_per_depth.setdefault(f.candidate.depth, f)
-    members = tuple(best_per_depth.values())[:2]
-    oof = np.mean([m.out_of_fold for m in members], axis=0)
-    first = members[0]
-    y = first.data.y[first.data.labelled]
-    accuracy = float((oof[first.tested].argmax(axis=1) == y[first.tested]).mean())
-    depth = "+".join(m.candidate.depth for m in members)
-    return Fitted(Candidate("ensemble", depth, accuracy), first.data, first.graph, oof,
-                  first.tested, members)  # fmt: skip
+    return choosing.mean_of(tuple(best_per_depth.values())[:2])
 
 
-def mean_of(fitted: list[Fitted]) -> Fitted:
-    first = fitted[0]
-    oof = np.mean([f.out_of_fold for f in fitted], axis=0)
-    return Fitted(Candidate("mean", "", 0.0), first.data, first.graph, oof, first.tested,
-                  tuple(fitted))  # fmt: skip
+class Collection:
+    """The collection's vectors at every depth, read once, and its CIFAR split."""
+
+    def __init__(self, ctx: Context, name: str):
+        self.info = get_collection(ctx, name)
+        self.depths = [labelled_vectors.load(ctx, self.info, spec) for spec in self.info.depths]
+        ids = self.depths[0].ids
+        with ctx.sessions() as session:
+            self.split = CifarSplit.of(
+                label_repository.item_uris(session, self.info.id, ids.tolist()), ids
+            )
 
 
-def one_seed(ctx: Context, collection: str, per_class: int, seed: int) -> dict[str, float]:
-    info = get_collection(ctx, collection)
-    depths = [labelled_vectors.load(ctx, info, spec) for spec in info.depths]
-    with ctx.sessions() as session:
-        uris = label_repository.item_uris(session, info.id, depths[0].ids.tolist())
-    names = [uris[int(i)].split("/") for i in depths[0].ids]
-    classes = sorted({n[1] for n in names})
-    truth = np.array([classes.index(n[1]) for n in names])
-    train = np.array([i for i, n in enumerate(names) if n[0] == "train"])
-    test = np.array([i for i, n in enumerate(names) if n[0] == "test"])
-    rng = np.random.default_rng(seed)
-    few = np.concatenate(
-        [rng.choice(train[truth[train] == k], per_class, replace=False) for k in range(10)]
-    )
-    y = np.full(len(truth), UNLABELLED)
-    y[few] = truth[few]
+def one_seed(ctx: Context, c: Collection, per_class: int, seed: int) -> dict[str, float]:
+    split = c.split
+    few = split.few(per_class, seed)
+    y = np.full(len(split.truth), UNLABELLED)
+    y[few] = split.truth[few]
     fitted: list[Fitted] = []
-    for spec, loaded in zip(info.depths, depths, strict=True):
-        data = LabelledVectors(loaded.ids, loaded.x, y, classes)
-        graph = choosing.graph_of(ctx, info, spec, data)
+    for spec, loaded in zip(c.info.depths, c.depths, strict=True):
+        data = LabelledVectors(loaded.ids, loaded.x, y, split.classes)
+        graph = choosing.graph_of(ctx, c.info, spec, data)
         fitted += choosing._cross_validate(
             ctx, data, graph, METHODS, spec.name, FOLDS, seed, "study"
         )
@@ -103,20 +94,19 @@ def one_seed(ctx: Context, collection: str, per_class: int, seed: int) -> dict[s
         parts = f.members or (f,)
         for m in parts:
             if id(m) not in on_test:
-                on_test[id(m)] = choosing.fit_predict(ctx, m, test, seed)
+                on_test[id(m)] = choosing.fit_predict(ctx, m, split.test, seed)
         p = np.mean([on_test[id(m)] for m in parts], axis=0)
-        return float((p.argmax(axis=1) == truth[test]).mean())
+        return float((p.argmax(axis=1) == split.truth[split.test]).mean())
 
     ensemble = choosing._ensemble(fitted)
-    row = {
+    return {
         "best by CV": test_accuracy(max(old, key=lambda f: f.candidate.cv_accuracy)),
         "one-SE ensemble": test_accuracy(ensemble or ranked[0]),
         "one-SE members": float(len(ensemble.members) if ensemble else 1),
-        "top 3": test_accuracy(mean_of(ranked[:3])),
-        "top 5": test_accuracy(mean_of(ranked[:5])),
+        "top 3": test_accuracy(choosing.mean_of(tuple(ranked[:3]))),
+        "top 5": test_accuracy(choosing.mean_of(tuple(ranked[:5]))),
         "oracle": max(test_accuracy(f) for f in fitted),
     }
-    return row
 
 
 def main() -> int:
@@ -131,8 +121,9 @@ def main() -> int:
     rows: dict[str, list[float]] = {}
     start = time.monotonic()
     try:
+        collection = Collection(ctx, args.collection)
         for seed in range(args.seeds):
-            row = one_seed(ctx, args.collection, args.per_class, seed)
+            row = one_seed(ctx, collection, args.per_class, seed)
             for key, value in row.items():
                 rows.setdefault(key, []).append(value)
             print(f"[{time.monotonic() - start:6.0f}s] seed {seed}: {row}", file=sys.stderr)

@@ -183,3 +183,34 @@ def strata_server(
             process.wait(60)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@dataclass(frozen=True)
+class CifarSplit:
+    """The CIFAR collection of bench/probe.py by item position: uris are split/class/file."""
+
+    classes: list[str]
+    truth: np.ndarray  # (n,) class index of each item
+    train: np.ndarray  # positions of the train images
+    test: np.ndarray  # positions of the test images
+
+    @classmethod
+    def of(cls, uris: dict[int, str], ids: np.ndarray) -> CifarSplit:
+        names = [uris[int(i)].split("/") for i in ids]
+        classes = sorted({n[1] for n in names})
+        return cls(
+            classes,
+            np.array([classes.index(n[1]) for n in names]),
+            np.array([i for i, n in enumerate(names) if n[0] == "train"]),
+            np.array([i for i, n in enumerate(names) if n[0] == "test"]),
+        )
+
+    def few(self, per_class: int, seed: int) -> np.ndarray:
+        """`per_class` train positions of each class, drawn at random by `seed`."""
+        rng = np.random.default_rng(seed)
+        return np.concatenate(
+            [
+                rng.choice(self.train[self.truth[self.train] == k], per_class, replace=False)
+                for k in range(len(self.classes))
+            ]
+        )

@@ -40,6 +40,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import CifarSplit  # noqa: E402
 
 from indexer.catalog.collections import get_collection  # noqa: E402
 from indexer.catalog.context import Context  # noqa: E402
@@ -85,21 +88,16 @@ class Study:
         x = np.concatenate([centred(d.x) for d in depths], axis=1)
         self.x = np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), np.float32)
         self.ids = depths[0].ids
-        names = [uris[int(i)].split("/") for i in self.ids]
-        self.classes = sorted({n[1] for n in names})
-        self.y = np.array([self.classes.index(n[1]) for n in names])
-        self.train = np.array([i for i, n in enumerate(names) if n[0] == "train"])
-        self.test = np.array([i for i, n in enumerate(names) if n[0] == "test"])
+        self.split = CifarSplit.of(uris, self.ids)
+        self.classes, self.y = self.split.classes, self.split.truth
+        self.train, self.test = self.split.train, self.split.test
         index = faiss.IndexFlatIP(self.x.shape[1])
         index.add(self.x)
         scores, found = index.search(self.x, 11)
         self.graph = NeighbourGraph(found[:, 1:], scores[:, 1:].astype(np.float32))
 
     def few(self, seed: int) -> np.ndarray:
-        rng = np.random.default_rng(seed)
-        return np.concatenate(
-            [rng.choice(self.train[self.y[self.train] == k], FEW, replace=False) for k in range(10)]
-        )
+        return self.split.few(FEW, seed)
 
     def probabilities(self, labelled: np.ndarray, targets: np.ndarray, seed: int) -> np.ndarray:
         y = np.full(len(self.y), UNLABELLED)

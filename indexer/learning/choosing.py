@@ -228,8 +228,13 @@ def _ensemble(fitted: list[Fitted]) -> Fitted | None:
         if f.candidate.cv_accuracy >= best - ENSEMBLE_WITHIN_SE * standard_error
         and np.array_equal(f.data.ids, first.data.ids)  # rows line up (every item, every depth)
     )
-    if len(members) < 2:
-        return None
+    return mean_of(members) if len(members) >= 2 else None
+
+
+def mean_of(members: tuple[Fitted, ...]) -> Fitted:
+    """An ensemble of `members` (rows in the same order): their mean out-of-fold
+    probabilities, scored on the same folds (no refitting)."""
+    first = members[0]
     out_of_fold = np.mean([m.out_of_fold for m in members], axis=0)
     y = first.data.y[first.data.labelled]
     tested = first.tested
