@@ -29,9 +29,12 @@ class ServiceSettings(Settings):
     #: Seconds between background saves of FAISS files (SQL is always written first).
     index_save_interval_s: float = 30.0
     #: Dynamic batching of concurrent single-image searches: at most this many per forward
-    #: pass, and the longest the oldest one waits for company.
+    #: pass, and the longest the oldest one waits for company when no batch runs. 0: a lone
+    #: search starts at once; under load, batches form from the searches that queue while
+    #: the running ones finish (bench/serve.py: waiting 2 ms cost a lone search 2 ms and
+    #: bought no throughput).
     search_batch_max: int = 32
-    search_batch_wait_s: float = 0.002
+    search_batch_wait_s: float = 0.0
     #: Search batches in flight at once: with 2, one decodes while the other runs forward.
     search_batch_concurrency: int = 2
     #: Build and run each collection's engine (the default depths' when there is none)

@@ -1,4 +1,5 @@
 """Collections: a backbone, a pooling and fixed depths, so every vector in an index compares."""
+
 from __future__ import annotations
 
 import re
@@ -18,19 +19,15 @@ from indexer.core.vocabulary import (
 )
 from indexer.store import repository
 from indexer.store.models import Collection
-from indexer.store.repository import DepthSpec
+from indexer.store.repository import CollectionSpec, DepthSpec
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
-class CollectionInfo:
-    id: int
-    name: str
-    backbone: str
-    pooling: str
-    framing: str
-    depths: tuple[DepthSpec, ...]
+class CollectionInfo(CollectionSpec):
+    """The collection's spec, with its counts when asked for (zeros otherwise)."""
+
     items: int
     vectors: dict[str, int]  # depth -> vector rows in SQL
     #: depth -> vectors in the live FAISS index (only filled with counts; equals `vectors`
@@ -60,6 +57,10 @@ def info(
         items=items,
         vectors=vectors or {},
     )
+
+
+def _spec_info(spec: CollectionSpec) -> CollectionInfo:
+    return CollectionInfo(**vars(spec), items=0, vectors={})
 
 
 def create_collection(
@@ -99,9 +100,9 @@ def create_collection(
 
 def get_collection(ctx: Context, name: str, with_counts: bool = False) -> CollectionInfo:
     with ctx.sessions() as session:
+        if not with_counts:  # every search and ingest batch: the plain-SQL lookup
+            return _spec_info(repository.collection_spec(session, name))
         collection = repository.get_collection(session, name)
-        if not with_counts:
-            return info(collection)
         counted = info(
             collection,
             repository.count_items(session, collection.id),
