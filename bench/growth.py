@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -167,6 +168,10 @@ def main() -> int:
             log(f"server SERVING after {start_s:.1f} s")
             big = f"size-{sizes[-1]}"
             rates: dict[str, list[float]] = {"empty": [], "full": []}
+            # The largest size once before any ingest: the ingest into it dirties its
+            # indexes (a periodic save follows) and may start a rebuild.
+            before = search_p50(server.address, big, vector_queries, ("semantics",))
+            log(f"  search {big} by vector before the ingest runs: {before}")
             strata_index(server.address, photos, "warm-up", create=True)
             for repeat in range(args.repeats):
                 order = ("empty", "full") if repeat % 2 == 0 else ("full", "empty")
@@ -195,6 +200,9 @@ def main() -> int:
                     if line.startswith("VmRSS")
                 )
             )
+        # The server's log beside the JSON: saves, rebuilds and their durations.
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / "server.log", args.out.with_suffix(".server.log"))
     empty, full = statistics.median(rates["empty"]), statistics.median(rates["full"])
     result = {
         "benchmark": "growth",
@@ -207,6 +215,7 @@ def main() -> int:
         "ingest_runs": rates,
         "full_over_empty": round(full / empty, 3),
         "search": searches,
+        "search_before_ingest": {"size": big, "vector": before},
         "sql_bytes_per_item": round(sql_bytes / total_items, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

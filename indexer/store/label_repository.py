@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from indexer.core.errors import NotFound, quote
 from indexer.core.vocabulary import HUMAN, PREDICTED
 from indexer.store.models import Item, Label, Probe
+from indexer.store.repository import of_collection
 
 _CHUNK = 500
 
@@ -65,9 +66,7 @@ def item_ids(session: Session, collection_id: int) -> np.ndarray:
 def item_uris(session: Session, collection_id: int, ids: Sequence[int]) -> dict[int, str]:
     found: dict[int, str] = {}
     for chunk in _chunks(ids):
-        query = select(Item.id, Item.uri).where(
-            Item.collection_id == collection_id, Item.id.in_(chunk)
-        )
+        query = select(Item.id, Item.uri).where(of_collection(collection_id), Item.id.in_(chunk))
         found.update({item_id: uri for item_id, uri in session.execute(query)})
     return found
 

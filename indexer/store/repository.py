@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import (
+    ColumnElement,
     Select,
     and_,
     bindparam,
@@ -37,6 +38,14 @@ from indexer.store.models import (
 )
 
 VECTOR_CHUNK = 5000
+
+
+def of_collection(collection_id: Any) -> ColumnElement[bool]:
+    """`items.collection_id = ?` for queries that also give item ids, written so that no
+    index can serve it: the planner then looks the ids up by primary key. Written plainly,
+    SQLite (no statistics) served it at 1M items from the (collection_id, uri) index,
+    reading every item of the collection: 110 ms for a search's hits, 2 ms by key."""
+    return (Item.collection_id + 0) == collection_id
 
 
 @dataclass(frozen=True)
@@ -267,7 +276,7 @@ def get_items(session: Session, collection_id: int, ids: Sequence[int]) -> dict[
     found: dict[int, Item] = {}
     for start in range(0, len(ids), 500):
         chunk = [int(i) for i in ids[start : start + 500]]
-        query = select(Item).where(Item.collection_id == collection_id, Item.id.in_(chunk))
+        query = select(Item).where(of_collection(collection_id), Item.id.in_(chunk))
         found.update({item.id: item for item in session.scalars(query)})
     return found
 
@@ -305,7 +314,7 @@ _HIT_IDS: Any = bindparam("ids", expanding=True)
 #: "label" or "meta".
 _HIT_ROWS = union_all(
     select(Item.id, literal("uri"), Item.uri, literal("")).where(
-        Item.collection_id == bindparam("collection"), Item.id.in_(_HIT_IDS)
+        of_collection(bindparam("collection")), Item.id.in_(_HIT_IDS)
     ),
     select(Label.item_id, literal("label"), Label.label, literal("")).where(
         Label.item_id.in_(_HIT_IDS)

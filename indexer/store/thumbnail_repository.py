@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from indexer.imaging.thumbnail import Thumbnail as ThumbnailImage
 from indexer.store.models import Item, Thumbnail
+from indexer.store.repository import of_collection
 
 CHUNK = 500
 
@@ -54,7 +55,7 @@ def get_thumbnails(
         rows = session.execute(
             select(Item.id, Thumbnail.media_type, Thumbnail.data, Thumbnail.width, Thumbnail.height)
             .outerjoin(Thumbnail, Thumbnail.item_id == Item.id)
-            .where(Item.collection_id == collection_id, Item.id.in_(chunk))
+            .where(of_collection(collection_id), Item.id.in_(chunk))
         )
         for item_id, media_type, data, width, height in rows:
             existing.add(item_id)
