@@ -8,12 +8,14 @@ import socket
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from indexer.catalog.spec_cache import SpecCache
 from indexer.core.errors import FailedPrecondition, StrataError
 from indexer.core.metrics import DECODE_FAILURES
 from indexer.core.settings import Settings
@@ -40,6 +42,8 @@ class Context:
     decode_pool: ThreadPoolExecutor
     #: This process's name in the change log: its own changes it applies as it makes them.
     origin: str = ""
+    #: Collection specs by name for searches (see spec_cache.py: who uses one checks it).
+    specs: SpecCache[Any] = field(default_factory=SpecCache)
 
     @classmethod
     def open(cls, settings: Settings) -> Context:

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from indexer.catalog.collections import CollectionInfo, get_collection
+from indexer.catalog.collections import CollectionInfo, cached_collection, get_collection
 from indexer.catalog.context import Context
-from indexer.core.errors import InvalidInput, StrataError, quote
+from indexer.core.errors import InvalidInput, NotFound, StrataError, quote
 from indexer.core.validation import check_filter
 from indexer.core.vocabulary import check_request_size
 from indexer.engine.extract import embed_prepared
@@ -68,7 +68,42 @@ def search(
     check_request_size(len(queries), ctx.settings.max_images_per_request, "queries")
     if where:
         check_filter(where.labels_any, where.metadata)
-    collection = get_collection(ctx, collection_name)
+    # A cached spec saves a lone search a SELECT; the hits' SELECT checks it still holds.
+    cached = cached_collection(ctx, collection_name)
+    try:
+        results = _search(ctx, cached, queries, depths, k, where)
+    except StrataError:
+        # A stale spec can also fail a query (a depth or item the old collection lacked).
+        if _is_current(ctx, cached):
+            raise
+        results = None
+    if results is None:  # deleted since it was cached (perhaps created again: a new id)
+        ctx.specs.evict(collection_name)
+        results = _search(ctx, get_collection(ctx, collection_name), queries, depths, k, where)
+    if results is None:
+        raise NotFound(
+            f"collection {quote(collection_name)} was deleted during the search",
+            hint="create it again, or search another collection",
+        )
+    return results
+
+
+def _is_current(ctx: Context, collection: CollectionInfo) -> bool:
+    try:
+        return get_collection(ctx, collection.name).id == collection.id
+    except NotFound:
+        return False
+
+
+def _search(
+    ctx: Context,
+    collection: CollectionInfo,
+    queries: Sequence[Query],
+    depths: Sequence[str],
+    k: int,
+    where: Filter | None,
+) -> list[QueryResult] | None:
+    """The search, or None when the collection no longer exists."""
     chosen = [collection.depth(d) for d in dict.fromkeys(depths)] or list(collection.depths)
     vectors = _query_vectors(ctx, collection, queries, [d.name for d in chosen])
     allowed = None
@@ -170,10 +205,12 @@ def _resolve_hits(
     queries: Sequence[Query],
     depths: list[str],
     raw: dict[str, tuple[np.ndarray, np.ndarray]],
-) -> list[QueryResult]:
+) -> list[QueryResult] | None:
     all_ids = sorted({int(i) for _, ids in raw.values() for i in ids.ravel() if i >= 0})
     with ctx.sessions() as session:
         details = repository.hit_details(session, collection.id, all_ids)
+    if details is None:
+        return None
     results = []
     for position, query in enumerate(queries):
         per_depth: dict[str, list[Hit]] = {}

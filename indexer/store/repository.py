@@ -283,16 +283,18 @@ def get_items(session: Session, collection_id: int, ids: Sequence[int]) -> dict[
 
 def hit_details(
     session: Session, collection_id: int, ids: Sequence[int]
-) -> dict[int, tuple[str, tuple[str, ...], dict[str, str]]]:
-    """id -> (uri, sorted labels, metadata) of the items that exist, for search results: one
-    plain SELECT a chunk (items, labels and metadata in a UNION ALL) on the session's
-    connection, no ORM objects or ORM execution (a lone search's SQL cost 5 ms with them,
-    on a 20 ms search)."""
+) -> dict[int, tuple[str, tuple[str, ...], dict[str, str]]] | None:
+    """id -> (uri, sorted labels, metadata) of the items that exist, for search results, or
+    None when the collection itself no longer exists (a search working from a cached spec
+    learns so here, at no extra cost). One plain SELECT a chunk (the collection, items, labels
+    and metadata in a UNION ALL) on the session's connection, no ORM objects or ORM execution
+    (a lone search's SQL cost 5 ms with them, on a 20 ms search)."""
     connection = session.connection()
     uris: dict[int, str] = {}
     labels: dict[int, list[str]] = {}
     metadata: dict[int, dict[str, str]] = {}
-    for start in range(0, len(ids), 500):
+    exists = False
+    for start in range(0, max(len(ids), 1), 500):  # one statement even with no ids
         chunk = [int(i) for i in ids[start : start + 500]]
         rows = connection.execute(_HIT_ROWS, {"collection": collection_id, "ids": chunk})
         for item_id, kind, name, value in rows:
@@ -300,8 +302,12 @@ def hit_details(
                 uris[item_id] = name
             elif kind == "label":
                 labels.setdefault(item_id, []).append(name)
-            else:
+            elif kind == "meta":
                 metadata.setdefault(item_id, {})[name] = value
+            else:
+                exists = True
+    if not exists:
+        return None
     # Labels and metadata of an id outside this collection (none are expected) are dropped.
     return {
         i: (uri, tuple(sorted(labels.get(i, ()))), metadata.get(i, {})) for i, uri in uris.items()
@@ -311,8 +317,11 @@ def hit_details(
 _HIT_IDS: Any = bindparam("ids", expanding=True)
 
 #: Built once (see _COLLECTION_SPEC): (item id, kind, name, value) rows of kind "uri",
-#: "label" or "meta".
+#: "label" or "meta", and one of kind "collection" (its id) while the collection exists.
 _HIT_ROWS = union_all(
+    select(Collection.id, literal("collection"), literal(""), literal("")).where(
+        Collection.id == bindparam("collection")
+    ),
     select(Item.id, literal("uri"), Item.uri, literal("")).where(
         of_collection(bindparam("collection")), Item.id.in_(_HIT_IDS)
     ),
