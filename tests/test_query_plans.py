@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from indexer.catalog.collections import create_collection
 from indexer.catalog.context import Context
+from indexer.core.errors import NotFound
 from indexer.core.settings import Settings
 from indexer.store import label_repository, repository, thumbnail_repository
 
@@ -28,7 +29,14 @@ LOOKUPS: dict[str, Callable[[Session, int], Any]] = {
     "get_items": lambda s, c: repository.get_items(s, c, IDS),
     "item_uris": lambda s, c: label_repository.item_uris(s, c, IDS),
     "get_thumbnails": lambda s, c: thumbnail_repository.get_thumbnails(s, c, IDS),
+    "query_vectors_of_item": lambda s, c: _absent(repository.query_vectors_of_item, s, c, 3),
 }
+
+
+def _absent(lookup: Callable[..., Any], *args: Any) -> None:
+    """Run a lookup that raises NotFound for an item the store does not hold."""
+    with pytest.raises(NotFound):
+        lookup(*args)
 
 
 @pytest.fixture(scope="module")

@@ -146,8 +146,7 @@ def _query_vectors(
             image_positions.append(position)
         elif query.item_id is not None:
             with ctx.sessions() as session:
-                repository.get_item(session, collection.id, query.item_id)
-                stored = repository.item_vectors(session, query.item_id)
+                stored = repository.query_vectors_of_item(session, collection.id, query.item_id)
             out[position] = {d: stored[d] for d in depths if d in stored}
         else:
             out[position] = _raw_vector(collection, query, depths)

@@ -337,11 +337,15 @@ _HIT_ROWS = union_all(
 def get_item(session: Session, collection_id: int, item_id: int) -> Item:
     item = get_items(session, collection_id, [item_id]).get(item_id)
     if item is None:
-        raise NotFound(
-            f"item {item_id} does not exist in this collection",
-            hint="ids come from `strata index` or `strata search` output",
-        )
+        raise _no_item(item_id)
     return item
+
+
+def _no_item(item_id: int) -> NotFound:
+    return NotFound(
+        f"item {item_id} does not exist in this collection",
+        hint="ids come from `strata index` or `strata search` output",
+    )
 
 
 def delete_items(session: Session, collection_id: int, ids: Sequence[int]) -> list[int]:
@@ -397,6 +401,29 @@ def _chunks(session: Session, query: Any, dim: int) -> Iterator[tuple[np.ndarray
         ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
         matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
         yield ids, matrix.reshape(len(rows), dim)
+
+
+#: Built once (see _COLLECTION_SPEC): an item of a collection and its vectors, one row a
+#: depth (depth None for an item without vectors); no row when the item is not there.
+_STORED_QUERY = (
+    select(Item.id, Vector.depth, Vector.data)
+    .join(Vector, Vector.item_id == Item.id, isouter=True)
+    .where(Item.id == bindparam("item"), of_collection(bindparam("collection")))
+)
+
+
+def query_vectors_of_item(
+    session: Session, collection_id: int, item_id: int
+) -> dict[str, np.ndarray]:
+    """depth -> stored vector of an item, for a search by item: one plain SELECT on the
+    session's connection (the ORM's get_item loaded the item, its labels and metadata to
+    check it exists: 2 of a 3 ms search)."""
+    rows = list(
+        session.connection().execute(_STORED_QUERY, {"item": item_id, "collection": collection_id})
+    )
+    if not rows:
+        raise _no_item(item_id)
+    return {depth: np.frombuffer(data, np.float32) for _, depth, data in rows if depth is not None}
 
 
 def item_vectors(session: Session, item_id: int) -> dict[str, np.ndarray]:
