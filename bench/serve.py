@@ -17,7 +17,9 @@ back.
 
 Ingest, same server: `strata index` of --ingest-images photos like the queries, alone (before
 and after) and while 32 search clients run; searches/s at 32 clients over ingest images/s is
-the issue's ratio.
+the issue's ratio. Each level and ingest run also reports the server's CPU (/proc, all
+threads) and the client's per request or image: on a machine whose cores are all busy, the
+ratio of the rates is the inverse ratio of those costs.
 
 Bare: in this process, with the same settings and code, one image already decoded: one
 forward pass tapping the three depths, then FAISS search at each depth, no gRPC, no
@@ -46,21 +48,26 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import make_photos, run_index, strata_server, write_photos  # noqa: E402
+from common import Server, make_photos, run_index, strata_server, write_photos  # noqa: E402
 
 OUT_DIR = ROOT / "bench" / "out"
 COLLECTION = "serve-bench"
 K = 10
 
 
-def load_test(address: str, queries: list[bytes], clients: int, seconds: float) -> dict:
+def load_test(server: Server, queries: list[bytes], clients: int, seconds: float) -> dict:
     """`clients` concurrent clients, one channel each, single-image searches back to back,
-    from a child process (`_load_process`) so the generator's CPU is not this process's."""
+    from a child process (`_load_process`) so the generator's CPU is not this process's.
+    With the server's CPU per request: what a search costs it, against an ingested image."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # no forked gRPC state
     with context.Pool(1) as pool:
-        return dict(pool.apply(_load_process, (address, queries, clients, seconds)))
+        before = server.cpu_seconds()
+        level = dict(pool.apply(_load_process, (server.address, queries, clients, seconds)))
+        spent = server.cpu_seconds() - before  # includes the clients' one warm-up call each
+    level["server_cpu_ms_per_request"] = round(spent * 1000 / (level["requests"] + clients), 2)
+    return level
 
 
 def _load_process(address: str, queries: list[bytes], clients: int, seconds: float) -> dict:
@@ -97,9 +104,9 @@ async def _load(address: str, queries: list[bytes], clients: int, seconds: float
             latencies[number].append(time.perf_counter() - began)
             n += clients
 
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     await asyncio.gather(*(client(i) for i in range(clients)))
-    elapsed = time.perf_counter() - began
+    elapsed, client_cpu = time.perf_counter() - began, time.process_time() - cpu_began
     for channel in channels:
         await channel.close()
     flat = np.array([x for per in latencies for x in per]) * 1000
@@ -112,21 +119,28 @@ async def _load(address: str, queries: list[bytes], clients: int, seconds: float
         "p99_over_p50": round(float(np.percentile(flat, 99) / np.percentile(flat, 50)), 2),
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
+        "client_cpu_ms_per_request": round(client_cpu * 1000 / max(1, len(flat)), 2),
     }
 
 
-def ingest_rate(address: str, folder: Path, collection: str) -> dict:
-    """`strata index` of `folder` into a new collection of this server: images/s."""
+def ingest_rate(server: Server, folder: Path, collection: str) -> dict:
+    """`strata index` of `folder` into a new collection of this server: images/s, and the
+    server's and the client's CPU per image."""
     from service.client import StrataClient
 
-    with StrataClient(address) as client:
+    with StrataClient(server.address) as client:
         client.create_collection(collection, framing="center-crop")
-    document, seconds = run_index(address, folder, collection)
+    server_began, client_began = server.cpu_seconds(), time.process_time()
+    document, seconds = run_index(server.address, folder, collection)
+    server_spent = server.cpu_seconds() - server_began
+    client_spent = time.process_time() - client_began  # strata index runs in this process
     added = int(document["added"])
     return {
         "images": added,
         "seconds": round(seconds, 2),
         "images_per_s": round(added / seconds, 2),
+        "server_cpu_ms_per_image": round(server_spent * 1000 / max(1, added), 2),
+        "client_cpu_ms_per_image": round(client_spent * 1000 / max(1, added), 2),
     }
 
 
@@ -221,20 +235,20 @@ def log(message: str) -> None:
 
 
 def ingest_side_by_side(
-    address: str, folder: Path, queries: list[bytes], seconds: float
+    server: Server, folder: Path, queries: list[bytes], seconds: float
 ) -> dict[str, Any]:
     """The same server's ingest rate on photos like the queries; then 32 search clients while
     an ingest stream of the same photos runs (neither may starve); then ingest alone again."""
     import concurrent.futures
 
-    before = ingest_rate(address, folder, "ingest-alone-1")
+    before = ingest_rate(server, folder, "ingest-alone-1")
     log(f"  ingest alone: {before}")
     searching = [True]
 
     def ingest_while_searching() -> dict[str, Any]:
         runs: list[dict[str, Any]] = []  # whole folders, one collection each, until the end
         while searching[0]:
-            runs.append(ingest_rate(address, folder, f"ingest-with-queries-{len(runs)}"))
+            runs.append(ingest_rate(server, folder, f"ingest-with-queries-{len(runs)}"))
         images, spent = sum(r["images"] for r in runs), sum(r["seconds"] for r in runs)
         return {
             "images": images,
@@ -245,12 +259,12 @@ def ingest_side_by_side(
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         started = time.perf_counter()
         running = pool.submit(ingest_while_searching)
-        searches = load_test(address, queries, 32, seconds)
+        searches = load_test(server, queries, 32, seconds)
         search_s = time.perf_counter() - started
         searching[0] = False
         during = running.result()
     log(f"  32 clients during ingest: {searches}; ingest meanwhile: {during}")
-    after = ingest_rate(address, folder, "ingest-alone-2")
+    after = ingest_rate(server, folder, "ingest-alone-2")
     log(f"  ingest alone again: {after}")
     return {
         "alone": [before, after],
@@ -333,16 +347,15 @@ def main() -> int:
                 log(f"server ({name}, env {env or 'defaults'})")
                 log_path = Path(tmp) / f"serve-{name}.log"
                 with strata_server(data_dir, env, log_path, ("--device", "cpu")) as server:
-                    address = server.address
                     levels = []
                     for clients in args.clients:
-                        level = load_test(address, queries, clients, args.seconds)
+                        level = load_test(server, queries, clients, args.seconds)
                         log(f"  {clients:>3} clients: {level}")
                         levels.append(level)
                         time_bare()  # interleaved, so both sides see the same load
                     if name == "batched":
                         result["ingest"] = ingest_side_by_side(
-                            address, ingest_folder, queries, args.seconds
+                            server, ingest_folder, queries, args.seconds
                         )
                 result["runs"][name] = levels
             ceiling = bare.batched_ceiling(queries, 32, 3)
@@ -371,6 +384,22 @@ def main() -> int:
             result["search_32_over_ingest"] = round(
                 by_clients[32]["requests_per_s"] / result["ingest"]["alone_images_per_s"], 2
             )
+            # On a CPU-bound machine each rate is the cores over the CPU a unit costs (server
+            # and client): 1.2x needs a search to cost at most 1/1.2 of an ingested image.
+            alone = result["ingest"]["alone"]
+            result["cpu_ms_search_32_vs_ingest_image"] = {
+                "search": round(
+                    by_clients[32]["server_cpu_ms_per_request"]
+                    + by_clients[32]["client_cpu_ms_per_request"],
+                    2,
+                ),
+                "ingest": round(
+                    statistics.mean(
+                        r["server_cpu_ms_per_image"] + r["client_cpu_ms_per_image"] for r in alone
+                    ),
+                    2,
+                ),
+            }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     summarise(result)
@@ -398,6 +427,11 @@ def summarise(result: dict[str, Any]) -> None:
             f"ingest: {result.get('search_32_over_ingest')}x; together: searches "
             f"{mixed['searches']['requests_per_s']}/s (p50 {mixed['searches']['p50_ms']} ms, "
             f"p99 {mixed['searches']['p99_ms']} ms), ingest {mixed['ingest']['images_per_s']}/s"
+        )
+    if "cpu_ms_search_32_vs_ingest_image" in result:
+        log(
+            f"CPU ms (server + client), a search at 32 clients / an ingested image: "
+            f"{result['cpu_ms_search_32_vs_ingest_image']}"
         )
     log(f"\nbare (median ms): {result['bare_ms']}")
     ceiling = result["batched_ceiling_images_per_s"]
