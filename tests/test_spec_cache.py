@@ -50,11 +50,14 @@ def test_search_follows_a_collection_recreated_elsewhere(
     contexts: tuple[Context, Context],
 ) -> None:
     here, elsewhere = contexts
-    create_collection(here, NAME, depths=["semantics"])
+    first_id = create_collection(here, NAME, depths=["semantics"]).id
     cat = _add(here, "chelsea")
     [result] = search(here, NAME, [Query("q", image=photo_jpeg("chelsea"))])
     assert [h.id for h in result.results["semantics"]] == [cat]
     assert here.specs.get(NAME) is not None  # the spec is cached now
+    here.indexes.save_dirty()
+    first_files = here.indexes.root / str(first_id)
+    assert first_files.is_dir()
 
     delete_collection(elsewhere, NAME)
     create_collection(elsewhere, NAME, depths=["edges", "semantics"])
@@ -63,6 +66,7 @@ def test_search_follows_a_collection_recreated_elsewhere(
     # A depth only the new collection has, and the default depths: both the new collection.
     [by_edges] = search(here, NAME, [Query("q", image=photo_jpeg("coffee"))], depths=["edges"])
     assert [h.id for h in by_edges.results["edges"]] == [coffee]
+    assert not first_files.exists()  # the dead collection's index files went with its spec
     [by_all] = search(here, NAME, [Query("q", image=photo_jpeg("coffee"))])
     assert {d: [h.id for h in hits] for d, hits in by_all.results.items()} == {
         "edges": [coffee],

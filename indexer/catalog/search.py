@@ -79,6 +79,8 @@ def search(
         results = None
     if results is None:  # deleted since it was cached (perhaps created again: a new id)
         ctx.specs.evict(collection_name)
+        # The search may have opened (empty) indexes for the dead id; ids are never reused.
+        ctx.indexes.drop_collection(cached.id)
         results = _search(ctx, get_collection(ctx, collection_name), queries, depths, k, where)
     if results is None:
         raise NotFound(
