@@ -2,36 +2,39 @@
 process may delete the collection and create a new one under the same name, with other
 depths and a new id: the next search of this process must find the new one, never the old
 spec, and a search of a collection deleted elsewhere is NOT_FOUND. Two library contexts over
-one SQLite store stand for two servers over one database."""
+one database stand for two servers over it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from indexer.catalog.collections import create_collection, delete_collection
+from indexer.catalog.collections import create_collection, delete_collection, get_collection
 from indexer.catalog.context import Context
 from indexer.catalog.ingest import ImageInput, add_images
 from indexer.catalog.search import Query, search
+from indexer.catalog.spec_cache import SpecCache
 from indexer.core.errors import NotFound
 from indexer.core.settings import Settings
+from indexer.store.database import collection_ids_never_reused, create_database_engine
 from tests.photos import photo_jpeg
-
-pytestmark = pytest.mark.database_free  # its own SQLite store in both passes' place
 
 NAME = "spec-cache"
 
 
 @pytest.fixture(scope="module")
-def contexts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Context, Context]]:
-    data = Path(tmp_path_factory.mktemp("spec-cache"))
-    first = Context.open(Settings.load(env={}, data_dir=data / "a", device="cpu"))
-    # The same database, its own index folder: a second server over the same SQL.
-    url = first.settings.resolved_database_url
-    second = Context.open(
-        Settings.load(env={}, data_dir=data / "b", device="cpu", database_url=url)
+def contexts(
+    tmp_path_factory: pytest.TempPathFactory, new_database_url: Callable[[], str]
+) -> Iterator[tuple[Context, Context]]:
+    """Two servers' contexts over one database of the kind under test, each with its own
+    index folder."""
+    data, url = Path(tmp_path_factory.mktemp("spec-cache")), new_database_url()
+    first, second = (
+        Context.open(Settings.load(env={}, data_dir=data / n, device="cpu", database_url=url))
+        for n in "ab"
     )
     try:
         yield first, second
@@ -73,7 +76,58 @@ def test_search_follows_a_collection_recreated_elsewhere(
         "semantics": [coffee],
     }
 
+    # Created again with the same depths: only the hits' statement can tell.
+    delete_collection(elsewhere, NAME)
+    create_collection(elsewhere, NAME, depths=["edges", "semantics"])
+    rocket = _add(elsewhere, "rocket")
+    [again] = search(here, NAME, [Query("q", image=photo_jpeg("rocket"))])
+    assert {d: [h.id for h in hits] for d, hits in again.results.items()} == {
+        "edges": [rocket],
+        "semantics": [rocket],
+    }
+    cached = here.specs.get(NAME)
+    assert cached is not None and cached.id == get_collection(elsewhere, NAME).id
+
     delete_collection(elsewhere, NAME)
     with pytest.raises(NotFound, match=NAME):
         search(here, NAME, [Query("q", image=photo_jpeg("coffee"))])
     assert here.specs.get(NAME) is None
+
+
+def test_search_by_an_item_of_another_collection_is_not_found(
+    contexts: tuple[Context, Context],
+) -> None:
+    here, _ = contexts
+    create_collection(here, "spec-cache-a", depths=["semantics"])
+    create_collection(here, "spec-cache-b", depths=["semantics"])
+    [added] = add_images(here, "spec-cache-a", [ImageInput("cat.jpg", photo_jpeg("chelsea"))])
+    assert added.item_id is not None
+    [found] = search(here, "spec-cache-a", [Query("q", item_id=added.item_id)])
+    assert [h.id for h in found.results["semantics"]] == [added.item_id]
+    with pytest.raises(NotFound, match=f"item {added.item_id} does not exist"):
+        search(here, "spec-cache-b", [Query("q", item_id=added.item_id)])
+
+
+@pytest.mark.database_free  # its own SQLite files in both passes' place
+def test_the_cache_is_off_where_collection_ids_can_come_back(tmp_path: Path) -> None:
+    """A SQLite store made before migrations keeps plain rowids: a new collection may get
+    the id of a deleted one, so an id that exists proves nothing about a cached spec."""
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as connection:
+        connection.execute("CREATE TABLE collections (id INTEGER PRIMARY KEY, name TEXT)")
+        connection.execute("INSERT INTO collections (name) VALUES ('a')")
+        connection.execute("DELETE FROM collections")
+        connection.execute("INSERT INTO collections (name) VALUES ('b')")
+        [(reused,)] = connection.execute("SELECT id FROM collections").fetchall()
+    assert reused == 1  # the deleted row's id, given out again
+    assert not collection_ids_never_reused(create_database_engine(f"sqlite:///{old}"))
+
+    current = Context.open(Settings.load(env={}, data_dir=tmp_path / "new", device="cpu"))
+    try:
+        assert collection_ids_never_reused(current.engine)
+        assert current.specs.enabled
+    finally:
+        current.close()
+    disabled: SpecCache[int] = SpecCache(enabled=False)
+    disabled.put("x", 1)
+    assert disabled.get("x") is None

@@ -24,7 +24,12 @@ from indexer.engine.options import RuntimeOptions
 from indexer.imaging.device_decode import decode_device
 from indexer.imaging.framing import Preprocessing
 from indexer.imaging.prepare import PreparedImage, prepare_many
-from indexer.store.database import create_database_engine, create_schema, make_session_factory
+from indexer.store.database import (
+    collection_ids_never_reused,
+    create_database_engine,
+    create_schema,
+    make_session_factory,
+)
 from indexer.store.index_manager import IndexManager
 from indexer.store.index_policy import IndexPolicy
 
@@ -73,6 +78,7 @@ class Context:
                 max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="decode"
             ),
             origin=origin,
+            specs=SpecCache(enabled=collection_ids_never_reused(engine)),
         )
 
     def prepare_images(

@@ -74,14 +74,19 @@ def search(
         results = _search(ctx, cached, queries, depths, k, where)
     except StrataError:
         # A stale spec can also fail a query (a depth or item the old collection lacked).
-        if _is_current(ctx, cached):
+        try:
+            current = _is_current(ctx, cached)
+        except Exception:
+            current = True  # cannot tell (the database is away): the query's own error stands
+        if current:
             raise
         results = None
     if results is None:  # deleted since it was cached (perhaps created again: a new id)
         ctx.specs.evict(collection_name)
         # The search may have opened (empty) indexes for the dead id; ids are never reused.
         ctx.indexes.drop_collection(cached.id)
-        results = _search(ctx, get_collection(ctx, collection_name), queries, depths, k, where)
+        fresh = cached_collection(ctx, collection_name)
+        results = _search(ctx, fresh, queries, depths, k, where)
     if results is None:
         raise NotFound(
             f"collection {quote(collection_name)} was deleted during the search",

@@ -15,7 +15,10 @@ Spec = TypeVar("Spec")
 
 
 class SpecCache(Generic[Spec]):
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        """`enabled` False where ids can be reused (database.collection_ids_never_reused):
+        there an id that still exists does not prove the spec is its collection's."""
+        self.enabled = enabled
         # Plain dict operations are atomic under the GIL; a race only costs a second SELECT.
         self._by_name: dict[str, Spec] = {}
 
@@ -23,7 +26,8 @@ class SpecCache(Generic[Spec]):
         return self._by_name.get(name)
 
     def put(self, name: str, spec: Spec) -> None:
-        self._by_name[name] = spec
+        if self.enabled:
+            self._by_name[name] = spec
 
     def evict(self, name: str) -> None:
         self._by_name.pop(name, None)

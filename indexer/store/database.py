@@ -181,6 +181,20 @@ def create_schema(engine: Engine) -> None:
         ) from exc
 
 
+def collection_ids_never_reused(engine: Engine) -> bool:
+    """Whether a deleted collection's id can never come back. PostgreSQL's sequences never
+    hand one out twice, nor does SQLite with AUTOINCREMENT; a SQLite store made before
+    migrations (whose tables create_schema leaves as they were) has plain rowids, which give
+    a new row the largest id + 1: the id of a deleted newest collection."""
+    if engine.dialect.name != "sqlite":
+        return True
+    with engine.connect() as connection:
+        sql = connection.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'collections'"
+        ).scalar()
+    return "AUTOINCREMENT" in str(sql or "").upper()
+
+
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic's configuration for the shipped migrations, running on `connection`."""
     config = Config(str(MIGRATIONS_DIR / "alembic.ini"))

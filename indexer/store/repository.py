@@ -293,10 +293,10 @@ def hit_details(
     uris: dict[int, str] = {}
     labels: dict[int, list[str]] = {}
     metadata: dict[int, dict[str, str]] = {}
-    exists = False
     for start in range(0, max(len(ids), 1), 500):  # one statement even with no ids
         chunk = [int(i) for i in ids[start : start + 500]]
         rows = connection.execute(_HIT_ROWS, {"collection": collection_id, "ids": chunk})
+        exists = False  # in every chunk's statement: a delete between two must not pass
         for item_id, kind, name, value in rows:
             if kind == "uri":
                 uris[item_id] = name
@@ -306,8 +306,8 @@ def hit_details(
                 metadata.setdefault(item_id, {})[name] = value
             else:
                 exists = True
-    if not exists:
-        return None
+        if not exists:
+            return None
     # Labels and metadata of an id outside this collection (none are expected) are dropped.
     return {
         i: (uri, tuple(sorted(labels.get(i, ()))), metadata.get(i, {})) for i, uri in uris.items()
