@@ -112,17 +112,6 @@ def get_collection(ctx: Context, name: str, with_counts: bool = False) -> Collec
     return replace(counted, index_vectors=live)
 
 
-def cached_collection(ctx: Context, name: str) -> CollectionInfo:
-    """The collection's spec from ctx.specs, read once: the caller must check that its id
-    still exists before it trusts what it found with it (see spec_cache.py), and evict it
-    from ctx.specs if not."""
-    cached = ctx.specs.get(name)
-    if cached is None:
-        cached = get_collection(ctx, name)
-        ctx.specs.put(name, cached)
-    return cached
-
-
 def list_collections(ctx: Context) -> list[CollectionInfo]:
     with ctx.sessions() as session:
         return [

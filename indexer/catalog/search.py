@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from indexer.catalog.collections import CollectionInfo, cached_collection, get_collection
+from indexer.catalog.collections import CollectionInfo, get_collection
 from indexer.catalog.context import Context
 from indexer.core.errors import InvalidInput, NotFound, StrataError, quote
 from indexer.core.validation import check_filter
@@ -69,24 +69,18 @@ def search(
     if where:
         check_filter(where.labels_any, where.metadata)
     # A cached spec saves a lone search a SELECT; the hits' SELECT checks it still holds.
-    cached = cached_collection(ctx, collection_name)
-    try:
-        results = _search(ctx, cached, queries, depths, k, where)
-    except StrataError:
-        # A stale spec can also fail a query (a depth or item the old collection lacked).
-        try:
-            current = _is_current(ctx, cached)
-        except Exception:
-            current = True  # cannot tell (the database is away): the query's own error stands
-        if current:
-            raise
-        results = None
-    if results is None:  # deleted since it was cached (perhaps created again: a new id)
+    cached = ctx.specs.get(collection_name)
+    if cached is not None:
+        results = _search_cached(ctx, cached, queries, depths, k, where)
+        if results is not None:
+            return results
+        # Deleted since it was cached (perhaps created again: a new id). The search may have
+        # opened (empty) indexes for the dead id; ids are never reused.
         ctx.specs.evict(collection_name)
-        # The search may have opened (empty) indexes for the dead id; ids are never reused.
         ctx.indexes.drop_collection(cached.id)
-        fresh = cached_collection(ctx, collection_name)
-        results = _search(ctx, fresh, queries, depths, k, where)
+    collection = get_collection(ctx, collection_name)
+    ctx.specs.put(collection_name, collection)
+    results = _search(ctx, collection, queries, depths, k, where)
     if results is None:
         raise NotFound(
             f"collection {quote(collection_name)} was deleted during the search",
@@ -95,11 +89,28 @@ def search(
     return results
 
 
-def _is_current(ctx: Context, collection: CollectionInfo) -> bool:
+def _search_cached(
+    ctx: Context,
+    cached: CollectionInfo,
+    queries: Sequence[Query],
+    depths: Sequence[str],
+    k: int,
+    where: Filter | None,
+) -> list[QueryResult] | None:
+    """The search with a cached spec, or None when the spec is stale."""
     try:
-        return get_collection(ctx, collection.name).id == collection.id
-    except NotFound:
-        return False
+        return _search(ctx, cached, queries, depths, k, where)
+    except StrataError:
+        # A stale spec can also fail a query (a depth or item the old collection lacked).
+        try:
+            current = get_collection(ctx, cached.name).id == cached.id
+        except NotFound:
+            current = False
+        except Exception:
+            current = True  # cannot tell (the database is away): the query's own error stands
+        if current:
+            raise
+        return None
 
 
 def _search(
