@@ -6,6 +6,7 @@ TLS key of another certificate) that must read as one clear line, not a tracebac
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import subprocess
 import sys
@@ -237,12 +238,19 @@ def _fill(folder: Path, leave_bytes: int) -> Path:
     """A file that takes all but `leave_bytes` of the folder's filesystem."""
     free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
     filler = folder / "filler.bin"
-    with open(filler, "wb") as out:
+    with open(filler, "wb", buffering=0) as out:  # unbuffered: tell() is what reached disk
         remaining = max(0, free - leave_bytes)
         chunk = b"\0" * (1 << 20)
-        while remaining > 0:
-            written = out.write(chunk[: min(len(chunk), remaining)])
-            remaining -= written
+        try:
+            while remaining > 0:
+                written = out.write(chunk[: min(len(chunk), remaining)])
+                remaining -= written
+        except OSError as exc:
+            # The server's background index save wrote to the same disk meanwhile and
+            # the disk filled first: give `leave_bytes` back so the state is the one asked.
+            if exc.errno != errno.ENOSPC:
+                raise
+            out.truncate(max(0, out.tell() - leave_bytes))
     return filler
 
 
