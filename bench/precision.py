@@ -1,14 +1,16 @@
 """Reduced precision on the CPU, measured for what users feel: forward images/s, cosine to
 fp32 at each depth, recall@10 of the neighbours fp32 finds, and linear-probe accuracy.
 
-    python bench/precision.py                     # fp32 (the default) and bf16
+    python bench/precision.py                     # fp32, auto (the default) and bf16
     python bench/precision.py --int8              # + int8 (needs `pip install nncf`)
 
 Data: CIFAR-10 from ../shared/datasets (--train per class as the database and probe
 training set, --test per class as queries and probe test set), framed whole (the default
 rule for thumbnails), Lite0 at edges, parts and semantics, through the library's OpenVINO
-engine in this process. int8: OpenVINO's graph quantized by NNCF (post-training, MIXED
-preset, the stem convolution kept in fp32) on --calibration other train images. Results
+engine in this process. auto: fp32 through the backbone's first layers, bf16 after, on a
+CPU with native bf16 (fp32 elsewhere). int8: OpenVINO's graph quantized by NNCF
+(post-training, MIXED preset, the stem convolution kept in fp32) on --calibration other
+train images. Results
 go to bench/out/precision.json.
 """
 
@@ -80,7 +82,7 @@ def main() -> int:
     train, y_train = cifar(args.train, "train")
     test, y_test = cifar(args.test, "test")
     calibration, _ = cifar(args.calibration, "train", skip=args.train)
-    precisions = ["fp32", "bf16"] + (["int8"] if args.int8 else [])
+    precisions = ["fp32", "auto", "bf16"] + (["int8"] if args.int8 else [])
     vectors: dict[str, dict[str, np.ndarray]] = {}
     speed: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="strata-precision-") as tmp:
@@ -125,6 +127,7 @@ def main() -> int:
                 speed[precision] = {
                     "images_per_s": round(len(batch) / wall, 1),
                     "cpu_ms_per_image": round(cpu / len(batch) * 1000, 2),
+                    "engine": engine.description,
                 }
                 print(f"{precision}: {speed[precision]} ({engine.description})", flush=True)
             finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -145,14 +146,80 @@ def test_fast_engine_keeps_rows_in_order_at_any_batch_size(
 def test_fast_engine_logits_match_eager(
     fast: LoadedBackbone, photos: list[tuple[str, bytes]]
 ) -> None:
+    """fp32 OpenVINO gives eager's logits; the default precision (bf16 after the first
+    layers where the CPU has native bf16) gives its classes and probabilities."""
     eager = load_backbone(get_backbone(DEFAULT_BACKBONE), CPU)  # library default: torch
+    exact = load_backbone(fast.spec, CPU, options=replace(fast.engines.options, precision="fp32"))
     pre = fast.spec.preprocessing
     batch = to_batch([prepare_one(n, d, pre, 10**8).pixels for n, d in photos[:6]])
-    fast_logits = extract(fast, batch, [], with_logits=True).logits
     eager_logits = extract(eager, batch, [], with_logits=True).logits
-    assert fast_logits is not None and eager_logits is not None
+    exact_logits = extract(exact, batch, [], with_logits=True).logits
+    fast_logits = extract(fast, batch, [], with_logits=True).logits
+    assert fast_logits is not None and eager_logits is not None and exact_logits is not None
+    np.testing.assert_allclose(exact_logits, eager_logits, atol=1e-3)
     assert (fast_logits.argmax(axis=1) == eager_logits.argmax(axis=1)).all()
-    np.testing.assert_allclose(fast_logits, eager_logits, atol=1e-3)
+    probabilities = [torch.softmax(torch.from_numpy(x), dim=1) for x in (fast_logits, eager_logits)]
+    assert float((probabilities[0] - probabilities[1]).abs().max()) <= 0.02
+
+
+@pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed")
+def test_graph_cut_after_a_layer_computes_what_the_whole_graph_does(fast: LoadedBackbone) -> None:
+    """The two halves precision `auto` runs at fp32 and bf16, both compiled in fp32 here (so
+    on any CPU), chain to the whole graph's outputs; a tap inside the first half leaves no
+    clean cut."""
+    from indexer.engine.openvino_engine import _openvino_core, import_openvino
+    from indexer.engine.openvino_split import split_after
+
+    ov, core = import_openvino(), _openvino_core()
+    cut = fast.spec.fp32_through
+    assert cut == "blocks.1"
+    fast.engine(layers_of(fast), "avg")
+    cache = fast.engines.options.resolved_cache_dir / "openvino"
+    xml = next(x for x in cache.glob("*.xml") if len(core.read_model(str(x)).outputs) == 3)
+    halves = split_after(ov, core, xml, cut)
+    assert halves is not None
+    fp32 = {"INFERENCE_PRECISION_HINT": "f32"}
+    early, late = (core.compile_model(h, "CPU", fp32) for h in halves)
+    whole = core.compile_model(core.read_model(str(xml)), "CPU", fp32)
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    activation = early(pixels)[0]
+    assert activation.shape == (3, 24, 56, 56)  # stage 1: stride 4, 24 channels
+    chained, direct = late(activation), whole(pixels)
+    for i in range(len(DEPTHS)):
+        np.testing.assert_allclose(chained[i], direct[i], atol=1e-5)
+    inside = load_backbone(fast.spec, CPU, options=fast.engines.options)
+    inside.engine(["blocks.0", "blocks.4"], "avg")  # a tap before the cut
+    two_taps = [x for x in cache.glob("*.xml") if len(core.read_model(str(x)).outputs) == 2]
+    assert two_taps
+    for candidate in two_taps:
+        assert split_after(ov, core, candidate, cut) is None
+
+
+@pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed")
+def test_auto_precision_holds_fp32_vectors_on_real_photos(
+    fast: LoadedBackbone, photos: list[tuple[str, bytes]]
+) -> None:
+    """Precision `auto` on the CPU: bf16 after the backbone's first layers where the CPU
+    computes bf16 natively, fp32 elsewhere; either way every vector within cosine 0.99 of
+    fp32's, and the early taps exact."""
+    from indexer.engine.openvino_engine import _openvino_core, native_bf16
+
+    engine = fast.engine(layers_of(fast), "avg")
+    if native_bf16(_openvino_core()):
+        assert "fp32 through blocks.1, bf16 after" in engine.description
+    else:
+        assert "f32," in engine.description
+    exact = load_backbone(fast.spec, CPU, options=replace(fast.engines.options, precision="fp32"))
+    assert "f32," in exact.engine(layers_of(exact), "avg").description
+    pre = fast.spec.preprocessing
+    batch = to_batch([prepare_one(n, d, pre, 10**8).pixels for n, d in photos])
+    got = extract(fast, batch, layers_of(fast)).vectors
+    want = extract(exact, batch, layers_of(exact)).vectors
+    for depth in DEPTHS:
+        layer = fast.spec.layer_for(depth)
+        cosines = np.sum(got[layer] * want[layer], axis=1)
+        assert cosines.min() >= MIN_COSINE, (depth, float(cosines.min()))
+    np.testing.assert_allclose(got["blocks.1"], want["blocks.1"], atol=1e-5)
 
 
 @pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed")

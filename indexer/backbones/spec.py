@@ -48,6 +48,9 @@ class BackboneSpec:
     presets: Mapping[str, str]
     #: ImageNet class names, index-aligned with the model's logits.
     categories: tuple[str, ...]
+    #: The last layer that stays fp32 when precision `auto` runs the rest in bf16 (OpenVINO
+    #: on a CPU with native bf16), chosen by measured cosine to fp32; None: fp32 throughout.
+    fp32_through: str | None = None
 
     def layer_for(self, depth: str) -> str:
         """The layer a depth names: a preset's layer, or the name itself."""

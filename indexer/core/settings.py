@@ -30,7 +30,8 @@ class Settings:
     #: What runs the forward pass: "auto" (OpenVINO on a CPU when installed, else PyTorch),
     #: "torch" or "openvino" (CPU only).
     engine: str = "auto"
-    #: "auto" (fp16 autocast on CUDA, fp32 on CPU), "fp32", "fp16" or "bf16".
+    #: "auto" (fp16 autocast on CUDA; bf16 after the first layers on a CPU with native bf16,
+    #: fp32 on others), "fp32", "fp16" or "bf16".
     precision: str = "auto"
     #: JPEG decode and resize on the model's device (nvJPEG): "auto" (when it is a GPU),
     #: "on" (wherever the model runs, CPU included) or "off".

@@ -28,6 +28,7 @@ import torch
 
 from indexer.backbones.spec import BackboneSpec
 from indexer.engine.graph import GRAPH_VERSION, TapGraph
+from indexer.engine.openvino_split import split_after
 from indexer.engine.options import RuntimeOptions
 
 log = logging.getLogger(__name__)
@@ -41,54 +42,80 @@ OPENVINO_CHUNK = 8
 _OV_PRECISION = {"auto": "f32", "fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 
 
-class OpenVinoEngine:
-    name = "openvino"
+class _Stage:
+    """One compiled graph: a batch runs as parallel sub-batches (one per stream); a single
+    image runs on `lone`, compiled for latency (one stream on every thread), which one
+    stream of `compiled` would leave to one core (9-10 against 13 ms on 2 cores)."""
 
-    def __init__(self, compiled: Any, outputs: int, precision: str, lone: Any | None = None):
-        """`compiled` runs batches, one sub-batch per stream; `lone`, compiled for latency
-        (one stream on every thread), runs a single image, which one stream of `compiled`
-        would leave to one core (9-10 against 13 ms on 2 cores)."""
+    def __init__(self, compiled: Any, lone: Any | None):
         ov = import_openvino()
-
-        self._outputs = outputs
         requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        self._streams = max(1, int(compiled.get_property("NUM_STREAMS")))
-        self.description = (
-            f"openvino on cpu, {precision}, "
-            f"{compiled.get_property('NUM_STREAMS')} streams, "
-            f"{compiled.get_property('INFERENCE_NUM_THREADS')} threads"
-            + (", a latency request for single images" if lone is not None else "")
-        )
+        self.streams = max(1, int(compiled.get_property("NUM_STREAMS")))
+        self.threads = compiled.get_property("INFERENCE_NUM_THREADS")
+        self.outputs = len(compiled.outputs)
         self._lone = lone.create_infer_request() if lone is not None else None
         self._queue = ov.AsyncInferQueue(compiled, max(1, requests))
         self._queue.set_callback(self._collect)
         self._results: dict[int, list[np.ndarray]] = {}
-        # AsyncInferQueue is not thread-safe; callers usually hold the backbone lock anyway.
-        self._lock = threading.Lock()
 
     def _collect(self, request: Any, slot: int) -> None:
         self._results[slot] = [
             np.array(request.get_output_tensor(i).data, dtype=np.float32)
-            for i in range(self._outputs)
+            for i in range(self.outputs)
         ]
+
+    def run(self, array: np.ndarray) -> list[np.ndarray]:
+        if len(array) == 1 and self.streams > 1 and self._lone is not None:
+            self._lone.infer({0: array})
+            return [
+                np.array(self._lone.get_output_tensor(i).data, dtype=np.float32)
+                for i in range(self.outputs)
+            ]
+        self._results = {}
+        chunk = min(OPENVINO_CHUNK, -(-len(array) // self.streams))
+        starts = range(0, len(array), chunk)
+        for slot, start in enumerate(starts):
+            self._queue.start_async({0: array[start : start + chunk]}, slot)
+        self._queue.wait_all()
+        parts = [self._results[slot] for slot in range(len(starts))]
+        return [np.concatenate([p[i] for p in parts]) for i in range(self.outputs)]
+
+
+class OpenVinoEngine:
+    name = "openvino"
+
+    def __init__(
+        self,
+        compiled: Any,
+        outputs: int,
+        precision: str,
+        lone: Any | None = None,
+        *,
+        then: tuple[Any, Any | None] | None = None,
+    ):
+        """`compiled` runs batches and `lone` single images (see `_Stage`); `then`, the
+        (batch, single-image) compilations of a second graph fed with the first one's one
+        output, when the graph is cut in two to run its halves at different precisions
+        (`precision` then says how)."""
+        self._stages = [_Stage(compiled, lone)] + ([_Stage(*then)] if then is not None else [])
+        if self._stages[-1].outputs != outputs:
+            raise ValueError(f"the graph has {self._stages[-1].outputs} outputs, not {outputs}")
+        first = self._stages[0]
+        self.description = (
+            f"openvino on cpu, {precision}, {first.streams} streams, {first.threads} threads"
+            + (", a latency request for single images" if lone is not None else "")
+        )
+        # AsyncInferQueue is not thread-safe; callers usually hold the backbone lock anyway.
+        self._lock = threading.Lock()
 
     def run(self, pixels: torch.Tensor) -> list[np.ndarray]:
         array = np.ascontiguousarray(pixels.cpu().numpy())
         with self._lock:
-            if len(array) == 1 and self._streams > 1 and self._lone is not None:
-                self._lone.infer({0: array})
-                return [
-                    np.array(self._lone.get_output_tensor(i).data, dtype=np.float32)
-                    for i in range(self._outputs)
-                ]
-            self._results = {}
-            chunk = min(OPENVINO_CHUNK, -(-len(array) // self._streams))
-            starts = range(0, len(array), chunk)
-            for slot, start in enumerate(starts):
-                self._queue.start_async({0: array[start : start + chunk]}, slot)
-            self._queue.wait_all()
-            parts = [self._results[slot] for slot in range(len(starts))]
-        return [np.concatenate([p[i] for p in parts]) for i in range(self._outputs)]
+            outputs = self._stages[0].run(array)
+            for stage in self._stages[1:]:
+                (activation,) = outputs
+                outputs = stage.run(activation)
+        return outputs
 
 
 _core_lock = threading.Lock()
@@ -190,17 +217,60 @@ def build_openvino_engine(
         _convert(graph, spec.preprocessing.crop, xml)
     # Always from disk: the first run computes exactly what every later run will, and the
     # graph holds no reference to the PyTorch weights.
-    model = core.read_model(str(xml))
-    precision = _OV_PRECISION[options.precision]
     config = {
         "PERFORMANCE_HINT": "THROUGHPUT",
         # As many threads as PyTorch uses (all cores unless OMP_NUM_THREADS says otherwise).
         "INFERENCE_NUM_THREADS": torch.get_num_threads(),
-        "INFERENCE_PRECISION_HINT": precision,
+        "INFERENCE_PRECISION_HINT": _OV_PRECISION[options.precision],
         "CACHE_DIR": str(cache / "compiled"),
     }
-    compiled = core.compile_model(model, "CPU", config)
-    # A lone search must not wait for one core when two are idle (0.1 s more to compile).
-    lone = core.compile_model(model, "CPU", {**config, "PERFORMANCE_HINT": "LATENCY"})
     outputs = len(graph.layers) + int(graph.with_logits)
+    halves = _mixed_halves(core, xml, spec, options)
+    if halves is not None:
+        early, late = halves
+        compiled, lone = _compile_pair(core, early, config, "f32")
+        return OpenVinoEngine(
+            compiled,
+            outputs,
+            f"fp32 through {spec.fp32_through}, bf16 after",
+            lone,
+            then=_compile_pair(core, late, config, "bf16"),
+        )
+    precision = str(config["INFERENCE_PRECISION_HINT"])
+    compiled, lone = _compile_pair(core, core.read_model(str(xml)), config, precision)
     return OpenVinoEngine(compiled, outputs, precision, lone)
+
+
+def _compile_pair(core: Any, model: Any, config: dict[str, Any], precision: str) -> tuple[Any, Any]:
+    """`model` compiled for batches and, for a lone search, which must not wait for one
+    core when two are idle, for latency (0.1 s more to compile)."""
+    config = {**config, "INFERENCE_PRECISION_HINT": precision}
+    return (
+        core.compile_model(model, "CPU", config),
+        core.compile_model(model, "CPU", {**config, "PERFORMANCE_HINT": "LATENCY"}),
+    )
+
+
+def native_bf16(core: Any) -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX): OpenVINO's own default
+    precision is bf16 only there."""
+    ov = import_openvino()
+    return bool(core.get_property("CPU", "INFERENCE_PRECISION_HINT") == ov.Type.bf16)
+
+
+def _mixed_halves(
+    core: Any, xml: Path, spec: BackboneSpec, options: RuntimeOptions
+) -> tuple[Any, Any] | None:
+    """The graph cut after the backbone's last bf16-sensitive layer, where precision `auto`
+    runs the rest in bf16: a CPU with native bf16 and a backbone that names that layer.
+    None: the whole graph runs at one precision."""
+    if options.precision != "auto" or spec.fp32_through is None or not native_bf16(core):
+        return None
+    halves = split_after(import_openvino(), core, xml, spec.fp32_through)
+    if halves is None:
+        log.info(
+            "taps inside %s's first layers (through %s): the graph runs in fp32",
+            spec.name,
+            spec.fp32_through,
+        )
+    return halves

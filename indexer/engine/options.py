@@ -25,7 +25,8 @@ class RuntimeOptions:
     the service passes its settings (default engine "auto")."""
 
     engine: str = "torch"
-    #: "auto": fp16 autocast on CUDA, fp32 on CPU.
+    #: "auto": fp16 autocast on CUDA; on a CPU with native bf16 (OpenVINO), fp32 through the
+    #: backbone's `fp32_through` layer and bf16 after; fp32 on other CPUs.
     precision: str = "auto"
     #: Where converted OpenVINO graphs are kept; None: $XDG_CACHE_HOME/strata or ~/.cache/strata.
     cache_dir: Path | None = None
