@@ -221,7 +221,6 @@ def build_openvino_engine(
         "PERFORMANCE_HINT": "THROUGHPUT",
         # As many threads as PyTorch uses (all cores unless OMP_NUM_THREADS says otherwise).
         "INFERENCE_NUM_THREADS": torch.get_num_threads(),
-        "INFERENCE_PRECISION_HINT": _OV_PRECISION[options.precision],
         "CACHE_DIR": str(cache / "compiled"),
     }
     outputs = len(graph.layers) + int(graph.with_logits)
@@ -236,7 +235,7 @@ def build_openvino_engine(
             lone,
             then=_compile_pair(core, late, config, "bf16"),
         )
-    precision = str(config["INFERENCE_PRECISION_HINT"])
+    precision = _OV_PRECISION[options.precision]
     compiled, lone = _compile_pair(core, core.read_model(str(xml)), config, precision)
     return OpenVinoEngine(compiled, outputs, precision, lone)
 

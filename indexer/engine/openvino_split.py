@@ -58,19 +58,16 @@ def _cut_node(model: Any, layer: str) -> Any | None:
 
 def split_after(ov: ModuleType, core: Any, xml: Path, layer: str) -> tuple[Any, Any] | None:
     """(pixels -> `layer`'s output, that output -> every tap), or None where no clean cut
-    exists. Each half comes from its own read of `xml`, so cutting one leaves the other whole."""
-    head = core.read_model(str(xml))
-    cut = _cut_node(head, layer)
+    exists. The cut tensor's consumers are moved onto a new input, so one read of `xml`
+    falls into the two disjoint graphs."""
+    model = core.read_model(str(xml))
+    cut = _cut_node(model, layer)
     if cut is None:
         return None
-    head_result = ov.op.Result(cut.output(0))
-    early = ov.Model([head_result], list(head.get_parameters()), f"through {layer}")
-    tail = core.read_model(str(xml))
-    tail_cut = _cut_node(tail, layer)
-    assert tail_cut is not None  # the same graph, read again
-    crossing = tail_cut.output(0)
+    crossing = cut.output(0)
     entry = ov.op.Parameter(crossing.get_element_type(), crossing.get_partial_shape())
     for target in list(crossing.get_target_inputs()):
         target.replace_source_output(entry.output(0))
-    late = ov.Model(list(tail.get_results()), [entry], f"after {layer}")
+    early = ov.Model([ov.op.Result(crossing)], list(model.get_parameters()), f"through {layer}")
+    late = ov.Model(list(model.get_results()), [entry], f"after {layer}")
     return early, late
