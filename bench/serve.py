@@ -288,6 +288,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="per load level")
     parser.add_argument("--bare-repeats", type=int, default=30)
     parser.add_argument("--batch-max", type=int, default=None, help="STRATA_SEARCH_BATCH_MAX")
+    parser.add_argument(
+        "--batch-concurrency", type=int, default=None, help="STRATA_SEARCH_BATCH_CONCURRENCY"
+    )
     parser.add_argument("--wait-ms", type=float, default=None, help="STRATA_SEARCH_BATCH_WAIT_S")
     parser.add_argument("--no-unbatched", action="store_true", help="skip the batch-of-one run")
     parser.add_argument("--out", type=Path, default=OUT_DIR / "serve.json")
@@ -305,6 +308,8 @@ def main() -> int:
     batched_env: dict[str, str] = {}
     if args.batch_max is not None:
         batched_env["STRATA_SEARCH_BATCH_MAX"] = str(args.batch_max)
+    if args.batch_concurrency is not None:
+        batched_env["STRATA_SEARCH_BATCH_CONCURRENCY"] = str(args.batch_concurrency)
     if args.wait_ms is not None:
         batched_env["STRATA_SEARCH_BATCH_WAIT_S"] = str(args.wait_ms / 1000)
     # 128 clients in flight at once: above the default admission limit (64, service/limits.py),

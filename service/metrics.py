@@ -8,6 +8,7 @@ collide; the library's default-registry metrics are forwarded into each."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import logging
 import time
@@ -143,6 +144,17 @@ class _LibraryMetrics:
         yield from REGISTRY.collect()
 
 
+class _FrozenObjects:
+    """Objects the collector no longer walks (see service/server.py: frozen after start-up)."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "strata_gc_frozen_objects",
+            "Objects moved out of the cyclic garbage collector's reach after start-up",
+            value=gc.get_freeze_count(),
+        )
+
+
 class _ReplicaMetrics:
     """Index sizes and replication state, read from the running server when scraped."""
 
@@ -188,6 +200,7 @@ class _ReplicaMetrics:
 def new_registry(ctx: Context, follower: Follower | None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_LibraryMetrics())
+    registry.register(_FrozenObjects())
     registry.register(_ReplicaMetrics(ctx, follower))
     return registry
 

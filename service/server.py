@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from dataclasses import dataclass
@@ -156,9 +157,22 @@ async def _save_periodically(ctx: Context, interval: float) -> None:
             log.exception("saving index files failed; SQL still holds every vector")
 
 
+def freeze_start_up_objects() -> None:
+    """Move what start-up built (the model's modules, its engines, category names: some
+    600k objects for Lite0) out of the cyclic collector's reach. Left in, every full
+    collection walks them all, 350 ms on the development machine with every request in
+    flight stalled: at 32 search clients one such pause in 15 s made p99 2.9x p50. Frozen,
+    a full collection walks only what came after. Done by the process's owner (here, not in
+    create_server), since it is process-wide: frozen objects that later become cyclic
+    garbage are never freed, which a test process running many servers should not pay."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(settings: ServiceSettings) -> None:
     """Run until SIGINT or SIGTERM, then shut down gracefully."""
     running = await create_server(settings)
+    freeze_start_up_objects()
     log.info("strata serving on %s (data: %s)", settings.listen, settings.data_dir)
     print(f"strata: serving on {settings.listen}, data in {settings.data_dir}", flush=True)
     stop = asyncio.Event()
