@@ -283,7 +283,7 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=16, help="distinct query photos")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument(
-        "--ingest-images", type=int, default=192, help="photos for the ingest-rate runs"
+        "--ingest-images", type=int, default=480, help="photos for the ingest-rate runs"
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="per load level")
     parser.add_argument("--bare-repeats", type=int, default=30)

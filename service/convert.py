@@ -12,7 +12,7 @@ from indexer.backbones.wordnet import Synset
 from indexer.catalog import classify, embed, ingest
 from indexer.catalog.collections import CollectionInfo
 from indexer.catalog.items import ItemInfo
-from indexer.catalog.search import Filter, Hit, Query, QueryResult
+from indexer.catalog.search import Filter, Query, QueryResult
 from indexer.core.errors import InvalidInput, StrataError
 from service.errors import status_for
 from service.generated.strata.v1 import strata_pb2 as pb
@@ -80,24 +80,22 @@ def search_filter(message: pb.Filter) -> Filter:
     return Filter(labels_any=tuple(message.labels_any), metadata=dict(message.metadata))
 
 
-def hit(value: Hit) -> pb.Hit:
-    return pb.Hit(
-        id=value.id,
-        uri=value.uri,
-        score=value.score,
-        labels=list(value.labels),
-        metadata=value.metadata,
-    )
-
-
-def query_result(result: QueryResult) -> pb.QueryResult:
-    return pb.QueryResult(
-        query=result.query,
-        results=[
-            pb.DepthHits(depth=depth, hits=[hit(h) for h in hits])
-            for depth, hits in result.results.items()
-        ],
-    )
+def search_response(results: Sequence[QueryResult]) -> pb.SearchResponse:
+    """Filled in place (`add`; labels and metadata only when there are any): building each
+    Hit from keyword arguments and copying it into its parent cost 3x as much, on the event
+    loop, for every search's 30 hits."""
+    response = pb.SearchResponse()
+    for result in results:
+        message = response.queries.add(query=result.query)
+        for depth, hits in result.results.items():
+            depth_hits = message.results.add(depth=depth)
+            for value in hits:
+                hit = depth_hits.hits.add(id=value.id, uri=value.uri, score=value.score)
+                if value.labels:
+                    hit.labels.extend(value.labels)
+                if value.metadata:
+                    hit.metadata.update(value.metadata)
+    return response
 
 
 def image_input(request: pb.AddImageRequest) -> ingest.ImageInput:

@@ -257,7 +257,7 @@ class StrataServicer(pb_grpc.StrataServicer):
                 request.k or DEFAULT_SEARCH_K,
                 convert.search_filter(request.filter),
             )
-        return pb.SearchResponse(queries=[convert.query_result(r) for r in results])
+        return convert.search_response(results)
 
     def _search_batch(
         self, key: SearchKey, queries: list[search.Query]
