@@ -63,11 +63,15 @@ class RunningServer:
         await asyncio.to_thread(self.ctx.close)
 
 
-async def create_server(settings: ServiceSettings, address: str | None = None) -> RunningServer:
+async def create_server(
+    settings: ServiceSettings, address: str | None = None, *, freeze_objects: bool = False
+) -> RunningServer:
     """Build and start a server on `address` (port 0 picks a free one); returns it running.
 
     Every collection's indexes are opened, checked and reconciled with SQL before the port
-    opens, so the first request never meets a stale or corrupt index."""
+    opens, so the first request never meets a stale or corrupt index. `freeze_objects`
+    (the process's owner asks for it: `serve`) freezes what start-up built before health
+    says SERVING, so no request waits for that collection."""
     ctx = await asyncio.to_thread(Context.open, settings)
     try:
         # The change log's head first: what the reconcile misses lies past it.
@@ -128,6 +132,8 @@ async def create_server(settings: ServiceSettings, address: str | None = None) -
     await server.start()
     if settings.warm_up:
         await asyncio.to_thread(warm_engines, ctx)
+    if freeze_objects:
+        freeze_start_up_objects()
     for name in HEALTH_NAMES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     running = RunningServer(server, port, ctx, health_servicer, replica=replica)
@@ -162,17 +168,16 @@ def freeze_start_up_objects() -> None:
     600k objects for Lite0) out of the cyclic collector's reach. Left in, every full
     collection walks them all, 350 ms on the development machine with every request in
     flight stalled: at 32 search clients one such pause in 15 s made p99 2.9x p50. Frozen,
-    a full collection walks only what came after. Done by the process's owner (here, not in
-    create_server), since it is process-wide: frozen objects that later become cyclic
-    garbage are never freed, which a test process running many servers should not pay."""
+    a full collection walks only what came after. Only for the process's owner (`serve`),
+    since it is process-wide: frozen objects that later become cyclic garbage are never
+    freed, which a test process running many servers should not pay."""
     gc.collect()
     gc.freeze()
 
 
 async def serve(settings: ServiceSettings) -> None:
     """Run until SIGINT or SIGTERM, then shut down gracefully."""
-    running = await create_server(settings)
-    freeze_start_up_objects()
+    running = await create_server(settings, freeze_objects=True)
     log.info("strata serving on %s (data: %s)", settings.listen, settings.data_dir)
     print(f"strata: serving on {settings.listen}, data in {settings.data_dir}", flush=True)
     stop = asyncio.Event()
