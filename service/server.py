@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from indexer.catalog.context import Context
 from indexer.catalog.reconcile import reconcile_indexes
-from indexer.catalog.warmup import warm_engines
+from indexer.catalog.warmup import warm_engines, warm_search_paths
 from service.auth import TokenAuthInterceptor
 from service.browse_servicer import BROWSE_SERVICE_NAME, add_browse_service
 from service.generated.strata.v1 import strata_pb2, strata_pb2_grpc
@@ -132,6 +132,7 @@ async def create_server(
     await server.start()
     if settings.warm_up:
         await asyncio.to_thread(warm_engines, ctx)
+        await asyncio.to_thread(warm_search_paths, ctx)
     if freeze_objects:
         freeze_start_up_objects()
     for name in HEALTH_NAMES:

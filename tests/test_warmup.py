@@ -54,6 +54,9 @@ def test_a_restarted_server_warms_each_collections_own_depths(
     again = make_server(data_dir=tmp_path / "data", database_url=database_url, warm_up=True)
     keys = _engines(again)
     assert [layers for layers, _pooling, _logits in keys] == [("blocks.1", "blocks.2")]
+    # Its searches were warmed too: the spec a search needs is already cached.
+    cached = again.running.ctx.specs.get("early")
+    assert cached is not None and [d.layer for d in cached.depths] == ["blocks.1", "blocks.2"]
 
 
 def test_warm_up_reads_from_the_environment_and_refuses_nonsense() -> None:
