@@ -1,6 +1,7 @@
 """Engines built and run before a server says SERVING, so its first request is as fast as
 its hundredth: model load, graph conversion (or the compiled-graph cache), and the first
-forward pass of each batch shape happen at start-up, not inside somebody's request."""
+forward pass of each batch shape happen at start-up, not inside somebody's request; so do
+the search path's first-time costs (its SQL compiled, each collection's spec cached)."""
 
 from __future__ import annotations
 
