@@ -10,11 +10,12 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import torch
 from conftest import ServerHandle
 from labelled_images import CROP_CLASSES, crop_set
 
 from indexer.catalog.collections import get_collection
-from indexer.learning import bootstrap, choosing, mislabels
+from indexer.learning import bootstrap, choosing, labelled_vectors, mislabels, neighbours
 from indexer.learning.labelled_vectors import LabelledVectors
 from service.client import ImageToAdd, StrataClient
 
@@ -172,3 +173,52 @@ def test_the_ensemble_averages_the_candidates_within_one_standard_error_of_the_b
     # depth's FAISS index with them (they take that depth's own vectors and graph).
     assert ensemble.combined == ("semantics", "blocks.6") and ensemble.depth == "semantics"
     assert np.allclose(ensemble.out_of_fold, (fitted[0].out_of_fold + fitted[1].out_of_fold) / 2)
+
+
+def _brute_force_neighbours(x: np.ndarray, k: int) -> np.ndarray:
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
+def test_the_exact_graph_holds_each_rows_nearest_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(23, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    monkeypatch.setattr(neighbours, "QUERY_CHUNK", 5)  # rows past the first chunk, too
+    graph = neighbours.exact_graph(x, torch.device("cpu"), k=4)
+    assert np.array_equal(graph.neighbours, _brute_force_neighbours(x, 4))
+    rows = np.arange(len(x))[:, None]
+    assert np.allclose(graph.similarities, (x @ x.T)[rows, graph.neighbours], atol=1e-6)
+    assert neighbours.exact_graph(x[:1], torch.device("cpu")).neighbours.shape == (1, 0)
+
+
+def test_suggestions_cover_the_graph_of_the_combined_features_the_predictor_uses(
+    server: ServerHandle, indexed: tuple[str, dict[str, int]]
+) -> None:
+    """A predictor on two depths combined has no FAISS index for its features: suggest's
+    coverage balls come from their exact graph; a one-depth predictor keeps its own."""
+    name, _ = indexed
+    ctx = server.running.ctx
+    info = get_collection(ctx, name)
+    depths = [labelled_vectors.load(ctx, info, info.depth(d)) for d in ("semantics", "parts")]
+    x = np.concatenate([bootstrap.centred(d.x) for d in depths], axis=1)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    first = depths[0]
+    data = LabelledVectors(first.ids, x.astype(np.float32), first.y, first.classes)
+    labelled = len(first.labelled)  # whatever the module's other tests left
+    oof, tested = np.zeros((labelled, 2), np.float32), np.ones(labelled, bool)
+    combined = choosing.Fitted(
+        choosing.Candidate("self-training", "semantics+parts", 0.9), data, None, oof, tested
+    )
+    combined.combined = ("semantics", "parts")
+    graph = choosing.graph_of(ctx, info, info.depth("semantics"), first)
+    one_depth = choosing.Fitted(
+        choosing.Candidate("probe", "semantics", 0.9), first, graph, oof, tested
+    )
+    spec = info.depth("semantics")
+    for best in (combined, choosing.mean_of((one_depth, combined))):
+        graph = bootstrap._coverage_graph(ctx, info, spec, best, best.data)
+        k = graph.neighbours.shape[1]
+        assert np.array_equal(graph.neighbours, _brute_force_neighbours(x, k)), best.candidate
+    assert bootstrap._coverage_graph(ctx, info, spec, one_depth, first) is one_depth.graph

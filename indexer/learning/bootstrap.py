@@ -33,8 +33,11 @@ from indexer.learning.choosing import (
     fit_predict,
     graph_of,
 )
+from indexer.learning.labelled_vectors import LabelledVectors
+from indexer.learning.neighbours import EXACT_GRAPH_ITEMS, NeighbourGraph, exact_graph
 from indexer.learning.selection import weighted_coverage
 from indexer.store import label_repository, repository
+from indexer.store.repository import DepthSpec
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +174,7 @@ def suggest_labels(
         with ctx.sessions() as session:
             allowed = repository.filter_item_ids(session, collection.id, (), metadata)
         candidates = candidates[np.isin(data.ids[candidates], allowed)]
-    graph = best.graph if best is not None and best.graph is not None else None
-    if graph is None:
-        # Combined features have no FAISS index: their best depth's graph (same item order).
-        own = data if best is None or not best.combined else None
-        graph = graph_of(ctx, collection, spec, own or labelled_vectors.load(ctx, collection, spec))
+    graph = _coverage_graph(ctx, collection, spec, best, data)
     known = np.flatnonzero(data.y != labelled_vectors.UNLABELLED)
     picks, scores = weighted_coverage(graph, candidates, known, weight, n, predicted)
     with ctx.sessions() as session:
@@ -185,6 +184,32 @@ def suggest_labels(
         for p, s in zip(picks, scores, strict=True)
     ]
     return SuggestResult(spec.name, method, suggestions)
+
+
+def _coverage_graph(
+    ctx: Context,
+    collection: CollectionInfo,
+    spec: DepthSpec,
+    best: Fitted | None,
+    data: LabelledVectors,
+) -> NeighbourGraph:
+    """The neighbour graph whose balls suggest covers. Where the chosen predictor (or a
+    member of its ensemble) works on several depths' features combined, the graph of those
+    features, computed exactly (no FAISS index holds them; up to EXACT_GRAPH_ITEMS items):
+    the representation cross-validation found best. On CIFAR-10 with 10 labels a class
+    (+10 a class, 3 seeds, the study's self-training scoring them) picks covering that graph
+    reached 0.700 on the test images; covering the pre-logits' own FAISS graph, which the
+    ensemble's first member handed over before, 0.688, no better than random picks
+    (0.684-0.688). Otherwise the predictor's own depth's graph."""
+    members = (best, *best.members) if best is not None else ()
+    combined = next((m for m in members if m.combined and not m.members), None)
+    if combined is not None and len(combined.data.ids) <= EXACT_GRAPH_ITEMS:
+        return exact_graph(combined.data.x, ctx.backbones.device)
+    if best is not None and best.graph is not None:
+        return best.graph
+    # Combined features of a large collection: their best depth's graph (same item order).
+    own = data if best is None or not best.combined else None
+    return graph_of(ctx, collection, spec, own or labelled_vectors.load(ctx, collection, spec))
 
 
 # -- issues ---------------------------------------------------------------------------------
