@@ -192,7 +192,9 @@ def test_health_is_not_serving_while_a_replica_lags(
         with a.client(timeout=300) as ca, slow.client(timeout=300) as cs:
             ca.create_collection(name)
             assert top_uri(cs, name, photo("coffee")) is None  # opened before the write
-            assert slow.health() == "SERVING"
+            # The create is a write too: once the slow replica has applied it (at its next
+            # poll, which a loaded machine may hold past the 1 s allowed), it serves.
+            wait_for(lambda: slow.health() == "SERVING", 12.0)
             add(ca, name, "cup.jpg", photo("coffee"))
             wait_for(lambda: slow.health() == "NOT_SERVING", 6.0)
             wait_for(lambda: slow.health() == "SERVING", 12.0)
