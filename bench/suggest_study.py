@@ -12,6 +12,10 @@ the 10 + more labels. The strategies:
 - `random`, `random2`: two independent random draws (their difference is the noise);
 - `coverage`: `labels suggest`'s default (indexer/learning/selection.py), uncertainty-
   weighted coverage of the 10-NN graph with a per-class quota;
+- `coverage-semantics-graph`, `coverage-stage4-graph`: the same, but covering the graph of
+  one depth's own vectors (pre-logits or stage 4, unit length, exact) rather than of the
+  combined features: the graph suggest's coverage used before 2026-12-04 was the
+  pre-logits' whenever the chosen ensemble's first member worked there;
 - `typiclust`: TypiClust (Hacohen et al. 2022): k-means with k = labelled + budget, the most
   typical point (inverse mean distance to its 20 nearest cluster mates) of the largest
   clusters without a label;
@@ -63,6 +67,8 @@ STRATEGIES = (
     "random",
     "random2",
     "coverage",
+    "coverage-semantics-graph",
+    "coverage-stage4-graph",
     "typiclust",
     "cluster-margin",
     "weighted-kmeans",
@@ -85,16 +91,18 @@ class Study:
                 uris = label_repository.item_uris(session, info.id, depths[0].ids.tolist())
         finally:
             ctx.close()
+        #: Each depth's own unit vectors, for the one-depth graphs.
+        self.own = {
+            name: d.x / np.linalg.norm(d.x, axis=1, keepdims=True)
+            for name, d in zip(("blocks.6", "semantics"), depths, strict=True)
+        }
         x = np.concatenate([centred(d.x) for d in depths], axis=1)
         self.x = np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), np.float32)
         self.ids = depths[0].ids
         self.split = CifarSplit.of(uris, self.ids)
         self.classes, self.y = self.split.classes, self.split.truth
         self.train, self.test = self.split.train, self.split.test
-        index = faiss.IndexFlatIP(self.x.shape[1])
-        index.add(self.x)
-        scores, found = index.search(self.x, 11)
-        self.graph = NeighbourGraph(found[:, 1:], scores[:, 1:].astype(np.float32))
+        self.graph = exact_graph(self.x)
 
     def few(self, seed: int) -> np.ndarray:
         return self.split.few(FEW, seed)
@@ -109,6 +117,15 @@ class Study:
     def accuracy(self, labelled: np.ndarray, seed: int) -> float:
         p = self.probabilities(labelled, self.test, seed)
         return float((p.argmax(axis=1) == self.y[self.test]).mean())
+
+
+def exact_graph(x: np.ndarray) -> NeighbourGraph:
+    """Each item's 10 nearest others by cosine (FAISS, exact)."""
+    x = np.ascontiguousarray(x, np.float32)
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    scores, found = index.search(x, 11)
+    return NeighbourGraph(found[:, 1:], scores[:, 1:].astype(np.float32))
 
 
 def kmeans(x: np.ndarray, k: int, seed: int, weights: np.ndarray | None = None) -> Any:
@@ -169,8 +186,11 @@ def pick(
     weight, predicted = margins(s, labelled, seed)
     weight[labelled] = 0.0
     by_margin = candidates[np.argsort(-weight[candidates], kind="stable")]
-    if strategy == "coverage":
-        picks, _ = weighted_coverage(s.graph, candidates, labelled, weight, n, predicted)
+    if strategy.startswith("coverage"):
+        graph = s.graph
+        if strategy != "coverage":
+            graph = exact_graph(s.own["semantics" if "semantics" in strategy else "blocks.6"])
+        picks, _ = weighted_coverage(graph, candidates, labelled, weight, n, predicted)
         return np.array(picks)
     if strategy == "cluster-margin":
         top = by_margin[: 5 * n]
