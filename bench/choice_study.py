@@ -73,11 +73,12 @@ class Collection:
             )
 
 
-def one_seed(ctx: Context, c: Collection, per_class: int, seed: int) -> dict[str, float]:
+def cross_validated(ctx: Context, c: Collection, labelled: np.ndarray, seed: int) -> list[Fitted]:
+    """Every candidate of `labels predict`, cross-validated on the true classes of the items
+    at positions `labelled` (the rest unlabelled), as `choosing.choose` does."""
     split = c.split
-    few = split.few(per_class, seed)
     y = np.full(len(split.truth), UNLABELLED)
-    y[few] = split.truth[few]
+    y[labelled] = split.truth[labelled]
     fitted: list[Fitted] = []
     for spec, loaded in zip(c.info.depths, c.depths, strict=True):
         data = LabelledVectors(loaded.ids, loaded.x, y, split.classes)
@@ -86,6 +87,12 @@ def one_seed(ctx: Context, c: Collection, per_class: int, seed: int) -> dict[str
             ctx, data, graph, METHODS, spec.name, FOLDS, seed, "study"
         )
     fitted += choosing._combined(ctx, fitted, choosing.COMBINED_METHODS, FOLDS, seed, "study")
+    return fitted
+
+
+def one_seed(ctx: Context, c: Collection, per_class: int, seed: int) -> dict[str, float]:
+    split = c.split
+    fitted = cross_validated(ctx, c, split.few(per_class, seed), seed)
     old = [*fitted, two_depth_ensemble(fitted)]
     ranked = sorted(fitted, key=lambda f: -f.candidate.cv_accuracy)
     on_test: dict[int, np.ndarray] = {}

@@ -28,12 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from choice_study import FOLDS, Collection  # noqa: E402
+from choice_study import Collection, cross_validated  # noqa: E402
 
 from indexer.catalog.context import Context  # noqa: E402
 from indexer.learning import bootstrap, choosing, labels  # noqa: E402
-from indexer.learning.labelled_vectors import UNLABELLED, LabelledVectors  # noqa: E402
-from indexer.learning.predictors import METHODS  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
 
 DATA = ROOT / "bench" / "out" / "probe-data"
@@ -45,18 +43,10 @@ CHOICES = ("suggest", "random", "random2")
 
 def predicted_accuracy(ctx: Context, c: Collection, labelled: np.ndarray, seed: int) -> float:
     """Test accuracy of what `labels predict` answers from the human labels at `labelled`."""
-    split = c.split
-    y = np.full(len(split.truth), UNLABELLED)
-    y[labelled] = split.truth[labelled]
-    fitted: list[choosing.Fitted] = []
-    for spec, loaded in zip(c.info.depths, c.depths, strict=True):
-        data = LabelledVectors(loaded.ids, loaded.x, y, split.classes)
-        graph = choosing.graph_of(ctx, c.info, spec, data)
-        fitted += choosing._cross_validate(ctx, data, graph, METHODS, spec.name, FOLDS, seed, "")
-    fitted += choosing._combined(ctx, fitted, choosing.COMBINED_METHODS, FOLDS, seed, "")
+    fitted = cross_validated(ctx, c, labelled, seed)
     best = choosing._ensemble(fitted) or max(fitted, key=lambda f: f.candidate.cv_accuracy)
-    p = choosing.fit_predict(ctx, best, split.test, seed)
-    return float((p.argmax(axis=1) == split.truth[split.test]).mean())
+    p = choosing.fit_predict(ctx, best, c.split.test, seed)
+    return float((p.argmax(axis=1) == c.split.truth[c.split.test]).mean())
 
 
 def one_seed(ctx: Context, c: Collection, seed: int, more: int) -> dict[str, float]:

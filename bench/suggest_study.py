@@ -53,7 +53,7 @@ from indexer.catalog.context import Context  # noqa: E402
 from indexer.learning import labelled_vectors, predictors  # noqa: E402
 from indexer.learning.choosing import centred  # noqa: E402
 from indexer.learning.labelled_vectors import UNLABELLED, LabelledVectors  # noqa: E402
-from indexer.learning.neighbours import NeighbourGraph  # noqa: E402
+from indexer.learning.neighbours import exact_graph  # noqa: E402
 from indexer.learning.selection import weighted_coverage  # noqa: E402
 from indexer.store import label_repository  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
@@ -102,7 +102,7 @@ class Study:
         self.split = CifarSplit.of(uris, self.ids)
         self.classes, self.y = self.split.classes, self.split.truth
         self.train, self.test = self.split.train, self.split.test
-        self.graph = exact_graph(self.x)
+        self.graph = exact_graph(self.x, DEVICE)
 
     def few(self, seed: int) -> np.ndarray:
         return self.split.few(FEW, seed)
@@ -117,15 +117,6 @@ class Study:
     def accuracy(self, labelled: np.ndarray, seed: int) -> float:
         p = self.probabilities(labelled, self.test, seed)
         return float((p.argmax(axis=1) == self.y[self.test]).mean())
-
-
-def exact_graph(x: np.ndarray) -> NeighbourGraph:
-    """Each item's 10 nearest others by cosine (FAISS, exact)."""
-    x = np.ascontiguousarray(x, np.float32)
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    scores, found = index.search(x, 11)
-    return NeighbourGraph(found[:, 1:], scores[:, 1:].astype(np.float32))
 
 
 def kmeans(x: np.ndarray, k: int, seed: int, weights: np.ndarray | None = None) -> Any:
@@ -189,7 +180,8 @@ def pick(
     if strategy.startswith("coverage"):
         graph = s.graph
         if strategy != "coverage":
-            graph = exact_graph(s.own["semantics" if "semantics" in strategy else "blocks.6"])
+            own = s.own["semantics" if "semantics" in strategy else "blocks.6"]
+            graph = exact_graph(np.ascontiguousarray(own, np.float32), DEVICE)
         picks, _ = weighted_coverage(graph, candidates, labelled, weight, n, predicted)
         return np.array(picks)
     if strategy == "cluster-margin":
