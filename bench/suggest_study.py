@@ -23,10 +23,20 @@ the 10 + more labels. The strategies:
   least-margin item of each (Citovsky et al. 2021);
 - `weighted-kmeans`: the 10 x budget least-margin items, k-means weighted by uncertainty,
   the item nearest each centre (Zhdanov 2019);
+- `herding`, `uncertainty-herding`: greedy facility location (kernel herding, as
+  MaxHerding / UHerding, Bae et al. 2024) with a Gaussian kernel on the combined features
+  (sigma 0.3), the second weighting each item by its uncertainty as `coverage` does, both
+  with the per-class quota: a soft coverage with no ball size to choose;
+- `balanced-random`: random picks, the same number from each predicted class;
 - `oracle-wrong`, `oracle-confident-wrong` (diagnostics, they read the true labels): random
-  picks among the items the 10-label predictor gets wrong, and the most confident of them.
+  picks among the items the 10-label predictor gets wrong, and the most confident of them;
+- `oracle-balanced` (diagnostic): random picks, `--more` from each true class.
 
-Writes bench/out/suggest-study.json.
+`--random-draws N` measures instead how far picks alone can move the score: N independent
+random draws of `--more` labels a class per seed, their mean, spread and best, and how many
+beat their mean by 0.03 (the issue's bar for `labels suggest`).
+
+Writes bench/out/suggest-study.json (with `--random-draws`, suggest-spread.json).
 """
 
 from __future__ import annotations
@@ -72,9 +82,16 @@ STRATEGIES = (
     "typiclust",
     "cluster-margin",
     "weighted-kmeans",
+    "herding",
+    "uncertainty-herding",
+    "balanced-random",
     "oracle-wrong",
     "oracle-confident-wrong",
+    "oracle-balanced",
 )
+#: The Gaussian kernel's width for herding, on unit combined features (an item's nearest
+#: neighbour lies at distance ~1 there, its 20th at ~1.1).
+HERDING_SIGMA = 0.3
 
 
 class Study:
@@ -166,6 +183,71 @@ def margins(s: Study, labelled: np.ndarray, seed: int) -> tuple[np.ndarray, np.n
     return weight.copy(), predicted
 
 
+def herding(
+    x: np.ndarray,
+    labelled: np.ndarray,
+    candidates: np.ndarray,
+    n: int,
+    weight: np.ndarray,
+    group: np.ndarray,
+) -> np.ndarray:
+    """Greedy weighted facility location: each pick adds the most weighted kernel similarity
+    not yet held by a labelled item or an earlier pick, at most ceil(n / groups) a group."""
+    similarity = x @ x[candidates].T  # (items, candidates)
+    kernel = np.exp(-(2.0 - 2.0 * similarity) / (2.0 * HERDING_SIGMA**2)).astype(np.float32)
+    held = np.exp(-(2.0 - 2.0 * x @ x[labelled].T) / (2.0 * HERDING_SIGMA**2)).max(axis=1)
+    quota = -(-n // (int(group.max()) + 1))
+    taken = np.zeros(int(group.max()) + 1, np.int64)
+    open_ = np.ones(len(candidates), bool)
+    picks = []
+    for _ in range(n):
+        gain = (weight[:, None] * np.maximum(kernel - held[:, None], 0.0)).sum(axis=0)
+        allowed = open_ & (taken[group] < quota)
+        best = int(np.argmax(np.where(allowed if allowed.any() else open_, gain, -1.0)))
+        picks.append(candidates[best])
+        open_[best] = False
+        taken[group[best]] += 1
+        held = np.maximum(held, kernel[:, best])
+    return np.array(picks)
+
+
+def random_spread(s: Study, seeds: int, more: int, draws: int, out: Path) -> None:
+    """How much `more` labels a class picked at random move the score, draw to draw."""
+    rows = []
+    for seed in range(seeds):
+        labelled = s.few(seed)
+        candidates = np.setdiff1d(s.train, labelled)
+        rng = np.random.default_rng(100 + seed)
+        scores = np.array(
+            [
+                s.accuracy(
+                    np.concatenate([labelled, rng.choice(candidates, more * 10, False)]), seed
+                )
+                for _ in range(draws)
+            ]
+        )
+        rows.append(
+            {
+                "seed": seed,
+                "mean": float(scores.mean()),
+                "std": float(scores.std()),
+                "min": float(scores.min()),
+                "max": float(scores.max()),
+                "above_mean_by_0.03": int((scores >= scores.mean() + 0.03).sum()),
+                "scores": scores.tolist(),
+            }
+        )
+        print(
+            f"seed {seed}: {draws} random draws of +{more}/class: mean {scores.mean():.3f}, "
+            f"std {scores.std():.3f}, min {scores.min():.3f}, max {scores.max():.3f} "
+            f"(best - mean {scores.max() - scores.mean():+.3f}; "
+            f"{rows[-1]['above_mean_by_0.03']} of {draws} beat the mean by 0.03)",
+            flush=True,
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"more": more, "draws": draws, "seeds": rows}))
+
+
 def pick(
     strategy: str, s: Study, labelled: np.ndarray, candidates: np.ndarray, n: int, seed: int
 ) -> np.ndarray:
@@ -174,6 +256,11 @@ def pick(
         return rng.choice(candidates, n, replace=False)
     if strategy == "typiclust":
         return typiclust(s, labelled, candidates, n, seed)
+    if strategy == "oracle-balanced":
+        per = n // len(s.classes)
+        return np.concatenate(
+            [rng.choice(candidates[s.y[candidates] == k], per, replace=False) for k in range(10)]
+        )
     weight, predicted = margins(s, labelled, seed)
     weight[labelled] = 0.0
     by_margin = candidates[np.argsort(-weight[candidates], kind="stable")]
@@ -184,6 +271,18 @@ def pick(
             graph = exact_graph(np.ascontiguousarray(own, np.float32), DEVICE)
         picks, _ = weighted_coverage(graph, candidates, labelled, weight, n, predicted)
         return np.array(picks)
+    if strategy == "balanced-random":
+        per = n // len(s.classes)
+        return np.concatenate(
+            [
+                rng.choice(candidates[predicted[candidates] == k], per, replace=False)
+                for k in range(10)
+            ]
+        )
+    if strategy.endswith("herding"):
+        uncertain = strategy == "uncertainty-herding"
+        weights = 0.05 + 0.95 * weight if uncertain else np.ones(len(s.x), np.float32)
+        return herding(s.x, labelled, candidates, n, weights, predicted[candidates])
     if strategy == "cluster-margin":
         top = by_margin[: 5 * n]
         assign = kmeans(s.x[top], n, seed).index.search(s.x[top], 1)[1][:, 0]
@@ -215,9 +314,24 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--more", type=int, default=10, help="labels a class to add")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument(
+        "--random-draws",
+        type=int,
+        default=0,
+        help="instead of comparing strategies: this many random draws a seed, their spread",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     study = Study(args.data, args.collection)
+    if args.random_draws:
+        random_spread(
+            study,
+            args.seeds,
+            args.more,
+            args.random_draws,
+            args.out.with_name("suggest-spread.json"),
+        )
+        return 0
     strategies = [x for x in args.strategies.split(",") if x]
     rows: dict[str, list[float]] = {name: [] for name in strategies}
     start = time.monotonic()
