@@ -4,13 +4,17 @@ depths' engine (what `collections create NAME` asks for) is warm."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from photos import photo_jpeg
+from PIL import Image
+from prometheus_client import REGISTRY
 
+from indexer.catalog.warmup import warm_up_photo
 from indexer.core.settings import Settings, SettingsError
 from indexer.core.vocabulary import DEFAULT_BACKBONE
 from service.client import ImageToAdd
@@ -57,6 +61,40 @@ def test_a_restarted_server_warms_each_collections_own_depths(
     # Its searches were warmed too: the spec a search needs is already cached.
     cached = again.running.ctx.specs.get("early")
     assert cached is not None and [d.layer for d in cached.depths] == ["blocks.1", "blocks.2"]
+
+
+def _images_embedded() -> float:
+    value = REGISTRY.get_sample_value(
+        "strata_images_embedded_total", {"backbone": DEFAULT_BACKBONE}
+    )
+    return value or 0.0
+
+
+def test_warm_up_searches_with_an_image_once_per_engine_and_framing_and_writes_nothing(
+    make_server: Any, tmp_path: Path
+) -> None:
+    first = make_server(data_dir=tmp_path / "data", warm_up=False)
+    with first.client(timeout=300) as client:
+        client.create_collection("a")  # the defaults
+        client.create_collection("b")  # the same engine and framing: a vector query will do
+        client.create_collection("c", framing="whole")  # decoded and framed another way
+        [added] = list(client.add_images("a", [ImageToAdd("x.jpg", photo_jpeg("coffee"))]))
+        assert added.status == "added"
+    database_url = first.settings.database_url
+    first.stop()
+
+    before = _images_embedded()
+    again = make_server(data_dir=tmp_path / "data", database_url=database_url, warm_up=True)
+    # One image for a and c each (the first collection of each engine and framing), none for b.
+    assert _images_embedded() - before == 2
+    assert all(again.running.ctx.specs.get(name) is not None for name in "abc")
+    with again.client(timeout=300) as client:
+        assert {c.name: c.items for c in client.list_collections()} == {"a": 1, "b": 0, "c": 0}
+
+
+def test_the_warm_up_photo_is_a_photo_sized_jpeg() -> None:
+    with Image.open(io.BytesIO(warm_up_photo())) as image:
+        assert (image.format, image.size, image.mode) == ("JPEG", (500, 375), "RGB")
 
 
 def test_warm_up_reads_from_the_environment_and_refuses_nonsense() -> None:

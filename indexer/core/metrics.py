@@ -9,7 +9,8 @@ from prometheus_client import Counter, Histogram
 
 IMAGES_EMBEDDED = Counter(
     "strata_images_embedded",
-    "Images run through a forward pass (ingest and image queries), by backbone",
+    "Images run through a forward pass (ingest, image queries, start-up's warm-up query), "
+    "by backbone",
     ["backbone"],
 )
 FORWARD_BATCH_IMAGES = Histogram(
