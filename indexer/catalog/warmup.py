@@ -22,6 +22,7 @@ from indexer.core.errors import StrataError
 from indexer.core.vocabulary import DEFAULT_BACKBONE, DEFAULT_POOLING, DEPTH_PRESETS
 from indexer.engine.extract import extract
 from indexer.engine.factory import canonical_layers
+from indexer.imaging.prepare import prepare_one
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +50,24 @@ def engine_keys(ctx: Context) -> list[tuple[str, tuple[str, ...], str]]:
 
 def warm_engines(ctx: Context) -> list[WarmedEngine]:
     """Build each engine the collections need and run a lone image and a full batch through
-    it (the two shapes a server meets: one search, one ingest batch). A collection whose
-    backbone cannot load is logged and skipped: its own requests will say why."""
+    it (the two shapes a server meets: one search, one ingest batch), made of the warm-up
+    photo decoded, framed and thumbnailed as ingest does it, so even a server without
+    collections has Pillow's plugins and buffers ready for its first image. A collection
+    whose backbone cannot load is logged and skipped: its own requests will say why."""
     warmed = []
     for name, layers, pooling in engine_keys(ctx):
         started = time.perf_counter()
         try:
             backbone = ctx.backbones.get(name)
-            crop = backbone.spec.preprocessing.crop
+            photo = prepare_one(
+                "warm-up",
+                warm_up_photo(),
+                backbone.spec.preprocessing,
+                ctx.settings.max_pixels,
+                True,
+            )
             for batch in dict.fromkeys((1, ctx.settings.batch_size)):
-                pixels = np.zeros((batch, crop, crop, 3), dtype=np.uint8)
+                pixels = np.repeat(np.asarray(photo.pixels)[None], batch, axis=0)
                 extract(backbone, pixels, list(layers), pooling)
         except StrataError as exc:
             log.warning("not warming %s %s: %s", name, layers, exc)
