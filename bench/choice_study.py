@@ -73,12 +73,15 @@ class Collection:
             )
 
 
-def cross_validated(ctx: Context, c: Collection, labelled: np.ndarray, seed: int) -> list[Fitted]:
-    """Every candidate of `labels predict`, cross-validated on the true classes of the items
-    at positions `labelled` (the rest unlabelled), as `choosing.choose` does."""
+def cross_validated(
+    ctx: Context, c: Collection, labelled: np.ndarray, seed: int, given: np.ndarray | None = None
+) -> list[Fitted]:
+    """Every candidate of `labels predict`, cross-validated on the classes `given` to the
+    items at positions `labelled` (default: their true classes; the rest unlabelled), as
+    `choosing.choose` does."""
     split = c.split
     y = np.full(len(split.truth), UNLABELLED)
-    y[labelled] = split.truth[labelled]
+    y[labelled] = split.truth[labelled] if given is None else given
     fitted: list[Fitted] = []
     for spec, loaded in zip(c.info.depths, c.depths, strict=True):
         data = LabelledVectors(loaded.ids, loaded.x, y, split.classes)

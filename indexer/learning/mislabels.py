@@ -27,16 +27,30 @@ class Flagged:
     score: np.ndarray  # (len(rows),) 1 - probability of the given label
 
 
+#: cleanlab's filter: flag the labels with the lowest self-confidence (out-of-fold P[given
+#: label]), as many as its confident joint estimates (`cleanlab.count.num_label_issues`).
+#: On CIFAR-10 with 5% / 20% of 3,000 labels flipped (bench/issues_study.py, 3 draws each)
+#: it beat cleanlab's default, prune_by_noise_rate, on every measure: top-k precision
+#: 0.711 / 0.820 against 0.680 / 0.802, precision of the flagged set 0.433 / 0.731 against
+#: 0.289 / 0.604, recall 0.880 / 0.886 against 0.847 / 0.883. The default's per-pair
+#: pruning passes over a wrong label whose out-of-fold probabilities are spread over
+#: several classes, none of them confident: such a label is still the least believable.
+CLEANLAB_FILTER = "low_self_confidence"
+
+
 def cleanlab_issues(y: np.ndarray, p: np.ndarray) -> Flagged:
-    """cleanlab's `find_label_issues` (its default filter, prune_by_noise_rate: per pair of
-    classes, as many items as the estimated noise rate says, those with the largest margin
-    for the other class), ranked by self-confidence. One process (n_jobs=1): the server
-    runs this in a worker thread, where forking a pool would copy the whole server."""
+    """cleanlab's `find_label_issues` with CLEANLAB_FILTER, ranked by self-confidence. One
+    process (n_jobs=1): the server runs this in a worker thread, where forking a pool would
+    copy the whole server."""
     from cleanlab.filter import find_label_issues  # imports pandas: only when asked
 
     rows = np.asarray(
         find_label_issues(
-            labels=y, pred_probs=p, return_indices_ranked_by="self_confidence", n_jobs=1
+            labels=y,
+            pred_probs=p,
+            filter_by=CLEANLAB_FILTER,
+            return_indices_ranked_by="self_confidence",
+            n_jobs=1,
         ),
         dtype=np.int64,
     )
