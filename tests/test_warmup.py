@@ -92,6 +92,26 @@ def test_warm_up_searches_with_an_image_once_per_engine_and_framing_and_writes_n
         assert {c.name: c.items for c in client.list_collections()} == {"a": 1, "b": 0, "c": 0}
 
 
+def test_a_server_that_refuses_photos_that_large_warms_without_one(
+    make_server: Any, tmp_path: Path
+) -> None:
+    first = make_server(data_dir=tmp_path / "data", warm_up=False)
+    with first.client(timeout=300) as client:
+        client.create_collection("small")
+    database_url = first.settings.database_url
+    first.stop()
+
+    before = _images_embedded()
+    small = 200 * 200  # below the warm-up photo's 500 x 375
+    again = make_server(
+        data_dir=tmp_path / "data", database_url=database_url, warm_up=True, max_pixels=small
+    )
+    assert _serving(again.address)
+    assert len(_engines(again)) == 1  # the engine is warm all the same
+    assert _images_embedded() == before  # no photo went through: a vector query instead
+    assert again.running.ctx.specs.get("small") is not None
+
+
 def test_the_warm_up_photo_is_a_photo_sized_jpeg() -> None:
     with Image.open(io.BytesIO(warm_up_photo())) as image:
         assert (image.format, image.size, image.mode) == ("JPEG", (500, 375), "RGB")

@@ -26,6 +26,9 @@ from indexer.imaging.prepare import prepare_one
 
 log = logging.getLogger(__name__)
 
+#: (width, height) of `warm_up_photo`: an ImageNet photo's typical size.
+WARM_UP_PHOTO_SIZE = (500, 375)
+
 
 @dataclass(frozen=True)
 class WarmedEngine:
@@ -59,16 +62,14 @@ def warm_engines(ctx: Context) -> list[WarmedEngine]:
         started = time.perf_counter()
         try:
             backbone = ctx.backbones.get(name)
-            photo = prepare_one(
-                "warm-up",
-                warm_up_photo(),
-                backbone.spec.preprocessing,
-                ctx.settings.max_pixels,
-                True,
-            )
+            pre = backbone.spec.preprocessing
+            if _photo_allowed(ctx):
+                photo = prepare_one("warm-up", warm_up_photo(), pre, ctx.settings.max_pixels, True)
+                one = np.asarray(photo.pixels)
+            else:  # the server refuses images this large: the engine alone is warmed
+                one = np.zeros((pre.crop, pre.crop, 3), dtype=np.uint8)
             for batch in dict.fromkeys((1, ctx.settings.batch_size)):
-                pixels = np.repeat(np.asarray(photo.pixels)[None], batch, axis=0)
-                extract(backbone, pixels, list(layers), pooling)
+                extract(backbone, np.repeat(one[None], batch, axis=0), list(layers), pooling)
         except StrataError as exc:
             log.warning("not warming %s %s: %s", name, layers, exc)
             continue
@@ -96,7 +97,7 @@ def warm_search_paths(ctx: Context) -> int:
     for collection in list_collections(ctx):
         layers = canonical_layers([d.layer for d in collection.depths])
         key = (collection.backbone, tuple(layers), collection.pooling, collection.framing)
-        if key in asked_with_an_image:
+        if key in asked_with_an_image or not _photo_allowed(ctx):
             depth = collection.depths[0]
             probe = search.Query("warm-up", vector=np.ones(depth.dim, dtype=np.float32))
             depths = [depth.name]
@@ -114,12 +115,18 @@ def warm_search_paths(ctx: Context) -> int:
     return warmed
 
 
+def _photo_allowed(ctx: Context) -> bool:
+    """Whether this server accepts an image the warm-up photo's size (STRATA_MAX_PIXELS)."""
+    return WARM_UP_PHOTO_SIZE[0] * WARM_UP_PHOTO_SIZE[1] <= ctx.settings.max_pixels
+
+
 @cache
 def warm_up_photo() -> bytes:
     """A 500x375 JPEG like a photo (colour gradients with sensor-like grain, quality 90),
     the typical size of an ImageNet photo: made here, so start-up reads no file."""
-    y, x = np.mgrid[0:375, 0:500].astype(np.float32)
-    smooth = np.stack([x / 500, y / 375, (x + y) / 875], axis=-1) * 255
+    width, height = WARM_UP_PHOTO_SIZE
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    smooth = np.stack([x / width, y / height, (x + y) / (width + height)], axis=-1) * 255
     grain = np.random.default_rng(0).normal(0.0, 12.0, smooth.shape)
     pixels = np.clip(smooth + grain, 0, 255).astype(np.uint8)
     out = io.BytesIO()
