@@ -5,15 +5,20 @@ depths' engine (what `collections create NAME` asks for) is warm."""
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
+import torch
+import torchvision
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from photos import photo_jpeg
 from PIL import Image
 from prometheus_client import REGISTRY
 
+from indexer.backbones.weights import WEIGHTS_DIR_ENV
 from indexer.catalog.warmup import warm_up_photo
 from indexer.core.settings import Settings, SettingsError
 from indexer.core.vocabulary import DEFAULT_BACKBONE
@@ -110,6 +115,39 @@ def test_a_server_that_refuses_photos_that_large_warms_without_one(
     assert len(_engines(again)) == 1  # the engine is warm all the same
     assert _images_embedded() == before  # no photo went through: a vector query instead
     assert again.running.ctx.specs.get("small") is not None
+
+
+def test_a_collection_whose_weights_went_missing_is_still_warmed_by_vector(
+    make_server: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    own = tmp_path / "weights"
+    own.mkdir()
+    weights = own / "mobilenet_v3_large-5c1a4163.pth"  # torchvision's file name
+    torch.save(torchvision.models.mobilenet_v3_large(weights=None).state_dict(), weights)
+    monkeypatch.setenv(WEIGHTS_DIR_ENV, str(own))
+    first = make_server(data_dir=tmp_path / "data", warm_up=False)
+    with first.client(timeout=300) as client:
+        client.create_collection("mobile", backbone="mobilenet_v3_large")
+    database_url = first.settings.database_url
+    first.stop()
+    weights.unlink()
+
+    caplog.set_level(logging.INFO, logger="indexer.catalog.warmup")
+    again = make_server(data_dir=tmp_path / "data", database_url=database_url, warm_up=True)
+    assert _serving(again.address)
+    assert again.running.ctx.specs.get("mobile") is not None
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name.endswith("warmup")]
+    # The engine's warning says the weights are missing, once; the image query's failure
+    # is a note, and the vector query behind it warms the collection's searches.
+    warnings = [m for level, m in said if level >= logging.WARNING]
+    assert not any(m.startswith("warming searches of mobile") for m in warnings), warnings
+    assert any("warming mobile with an image failed" in m for _, m in said)
+    assert any(
+        level == logging.WARNING and "not warming mobilenet_v3_large" in m for level, m in said
+    )
 
 
 def test_the_warm_up_photo_is_a_photo_sized_jpeg() -> None:

@@ -88,29 +88,35 @@ def warm_search_paths(ctx: Context) -> int:
     framing is asked with an image (`warm_up_photo`), so decoding (Pillow's plugins and first
     buffers), framing, the engine's lone-image request, FAISS at every depth and the hits'
     SQL have all run once: with a vector query alone the first image search of a restarted
-    server still cost 19 ms against 6 later (in process), with the image 7 ms. The others
-    get a vector query at their first depth, which costs no forward pass. The image counts
-    in strata_images_embedded_total like any other. Returns how many collections were
+    server still cost 19 ms against 6 later (in process), with the image 7 ms. The others,
+    and any whose image query fails (a backbone whose weights are missing), get a vector
+    query at their first depth, which needs no forward pass. The image counts in
+    strata_images_embedded_total like any other. Returns how many collections were
     warmed; a failure is logged, never raised."""
     warmed = 0
     asked_with_an_image: set[tuple[str, tuple[str, ...], str, str]] = set()
     for collection in list_collections(ctx):
         layers = canonical_layers([d.layer for d in collection.depths])
         key = (collection.backbone, tuple(layers), collection.pooling, collection.framing)
-        if key in asked_with_an_image or not _photo_allowed(ctx):
-            depth = collection.depths[0]
-            probe = search.Query("warm-up", vector=np.ones(depth.dim, dtype=np.float32))
-            depths = [depth.name]
-        else:
-            probe = search.Query("warm-up", image=warm_up_photo())
-            depths = []  # every depth: the engine taps them all in one pass anyway
+        if key not in asked_with_an_image and _photo_allowed(ctx):
+            image = search.Query("warm-up", image=warm_up_photo())
+            try:
+                search.search(ctx, collection.name, [image], k=1)
+            except Exception as exc:  # an optimisation: never a reason not to serve
+                log.info(
+                    "warming %s with an image failed (%s); a vector instead", collection.name, exc
+                )
+            else:
+                asked_with_an_image.add(key)
+                warmed += 1
+                continue
+        depth = collection.depths[0]
+        vector = search.Query("warm-up", vector=np.ones(depth.dim, dtype=np.float32))
         try:
-            search.search(ctx, collection.name, [probe], depths, k=1)
-        except Exception:  # an optimisation: never a reason not to serve
+            search.search(ctx, collection.name, [vector], [depth.name], k=1)
+        except Exception:
             log.warning("warming searches of %s failed", collection.name, exc_info=True)
             continue
-        if probe.image is not None:
-            asked_with_an_image.add(key)
         warmed += 1
     return warmed
 
