@@ -64,7 +64,7 @@ from indexer.learning import labelled_vectors, predictors  # noqa: E402
 from indexer.learning.choosing import centred  # noqa: E402
 from indexer.learning.labelled_vectors import UNLABELLED, LabelledVectors  # noqa: E402
 from indexer.learning.neighbours import exact_graph  # noqa: E402
-from indexer.learning.selection import weighted_coverage  # noqa: E402
+from indexer.learning.selection import MIN_WEIGHT, weighted_coverage  # noqa: E402
 from indexer.store import label_repository  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
 
@@ -193,9 +193,12 @@ def herding(
 ) -> np.ndarray:
     """Greedy weighted facility location: each pick adds the most weighted kernel similarity
     not yet held by a labelled item or an earlier pick, at most ceil(n / groups) a group."""
-    similarity = x @ x[candidates].T  # (items, candidates)
-    kernel = np.exp(-(2.0 - 2.0 * similarity) / (2.0 * HERDING_SIGMA**2)).astype(np.float32)
-    held = np.exp(-(2.0 - 2.0 * x @ x[labelled].T) / (2.0 * HERDING_SIGMA**2)).max(axis=1)
+
+    def gaussian(others: np.ndarray) -> np.ndarray:  # unit rows: |a - b|^2 = 2 - 2 a.b
+        return np.exp(-(2.0 - 2.0 * x @ x[others].T) / (2.0 * HERDING_SIGMA**2))
+
+    kernel = gaussian(candidates).astype(np.float32)  # (items, candidates)
+    held = gaussian(labelled).max(axis=1)
     quota = -(-n // (int(group.max()) + 1))
     taken = np.zeros(int(group.max()) + 1, np.int64)
     open_ = np.ones(len(candidates), bool)
@@ -209,6 +212,15 @@ def herding(
         taken[group[best]] += 1
         held = np.maximum(held, kernel[:, best])
     return np.array(picks)
+
+
+def per_class(
+    rng: np.random.Generator, candidates: np.ndarray, classes_of: np.ndarray, n: int, k: int
+) -> np.ndarray:
+    """n // k random picks from each of the k classes `classes_of` gives the candidates."""
+    return np.concatenate(
+        [rng.choice(candidates[classes_of == c], n // k, replace=False) for c in range(k)]
+    )
 
 
 def random_spread(s: Study, seeds: int, more: int, draws: int, out: Path) -> None:
@@ -257,10 +269,7 @@ def pick(
     if strategy == "typiclust":
         return typiclust(s, labelled, candidates, n, seed)
     if strategy == "oracle-balanced":
-        per = n // len(s.classes)
-        return np.concatenate(
-            [rng.choice(candidates[s.y[candidates] == k], per, replace=False) for k in range(10)]
-        )
+        return per_class(rng, candidates, s.y[candidates], n, len(s.classes))
     weight, predicted = margins(s, labelled, seed)
     weight[labelled] = 0.0
     by_margin = candidates[np.argsort(-weight[candidates], kind="stable")]
@@ -272,16 +281,12 @@ def pick(
         picks, _ = weighted_coverage(graph, candidates, labelled, weight, n, predicted)
         return np.array(picks)
     if strategy == "balanced-random":
-        per = n // len(s.classes)
-        return np.concatenate(
-            [
-                rng.choice(candidates[predicted[candidates] == k], per, replace=False)
-                for k in range(10)
-            ]
-        )
+        return per_class(rng, candidates, predicted[candidates], n, len(s.classes))
     if strategy.endswith("herding"):
         uncertain = strategy == "uncertainty-herding"
-        weights = 0.05 + 0.95 * weight if uncertain else np.ones(len(s.x), np.float32)
+        # The uncertainty weight as `coverage` floors it (indexer/learning/selection.py).
+        floored = MIN_WEIGHT + (1.0 - MIN_WEIGHT) * weight
+        weights = floored if uncertain else np.ones(len(s.x), np.float32)
         return herding(s.x, labelled, candidates, n, weights, predicted[candidates])
     if strategy == "cluster-margin":
         top = by_margin[: 5 * n]
