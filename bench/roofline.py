@@ -10,14 +10,20 @@ image over every thread of this process (time.process_time), so a stage that spr
 both cores is charged for both. With C cores kept busy, the stages together allow
 C / (sum of per-image costs) images/s; whatever end to end loses against that is gRPC,
 protobuf, the client, queues and idle cores.
+
+A shared VM's speed drifts by tens of percent within minutes, so `Roofline` is set up once
+and measured next to each end-to-end run: each run is compared with the stages as the
+machine ran them then, not with one measurement taken minutes later.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -30,31 +36,66 @@ def _cpu(work: Callable[[], T]) -> tuple[T, float, float]:
     return result, time.process_time() - cpu, time.perf_counter() - wall
 
 
-def measure(
-    paths: Sequence[Path],
-    data_dir: Path,
-    env: dict[str, str],
-    depths: Sequence[str],
-    framing: str = "center-crop",
-) -> dict[str, Any]:
-    """Per-image CPU seconds of each stage over `paths`, and the rate their sum allows."""
-    import numpy as np
+class Roofline:
+    """The stages over `paths`, set up once (library context, engine built and warmed);
+    `measure()` times them, as often as asked, each time into a new collection."""
 
-    from indexer.catalog.collections import create_collection
-    from indexer.catalog.context import Context
-    from indexer.catalog.ingest import ItemToWrite, write_items
-    from indexer.core.settings import Settings
-    from indexer.engine.extract import embed_prepared
-    from indexer.imaging.prepare import PreparedImage, prepare_many
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        data_dir: Path,
+        env: dict[str, str],
+        depths: Sequence[str],
+        framing: str = "center-crop",
+    ) -> None:
+        from indexer.catalog.context import Context
+        from indexer.core.settings import Settings
+        from indexer.engine.extract import embed_prepared
+        from indexer.imaging.prepare import PreparedImage, prepare_many
 
-    settings = Settings.load(env={**env, "STRATA_DEVICE": "cpu"}, data_dir=data_dir)
-    ctx = Context.open(settings)
-    try:
-        collection = create_collection(ctx, "roofline", depths=list(depths), framing=framing)
+        self._settings = Settings.load(env={**env, "STRATA_DEVICE": "cpu"}, data_dir=data_dir)
+        self._ctx = Context.open(self._settings)
+        self._depths, self._framing = list(depths), framing
+        self._named = [(p.name, p.read_bytes()) for p in paths]
+        self._measured = 0
+        # Engine build and first-shape warm-up, outside every measurement.
+        collection = self._new_collection()
+        backbone = self._ctx.backbones.get(collection.backbone)
+        pre = backbone.spec.preprocessing.framed(collection.framing)
+        batch = self._settings.batch_size
+        some = prepare_many(self._named[:batch], pre, self._settings.max_pixels, None)
+        images = [p for p in some if isinstance(p, PreparedImage)]
+        layers = [d.layer for d in collection.depths]
+        embed_prepared(backbone, images, layers, collection.pooling, batch)
+
+    def __enter__(self) -> Roofline:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._ctx.close()
+
+    def _new_collection(self) -> Any:
+        from indexer.catalog.collections import create_collection
+
+        self._measured += 1
+        name = f"roofline{self._measured}"
+        return create_collection(self._ctx, name, depths=self._depths, framing=self._framing)
+
+    def measure(self) -> dict[str, Any]:
+        """Per-image CPU seconds of each stage, and the rate their sum allows."""
+        import numpy as np
+
+        from indexer.catalog.ingest import ItemToWrite, write_items
+        from indexer.engine.extract import embed_prepared
+        from indexer.imaging.prepare import PreparedImage, prepare_many
+
+        ctx, settings, named = self._ctx, self._settings, self._named
+        collection = self._new_collection()
         backbone = ctx.backbones.get(collection.backbone)
         pre = backbone.spec.preprocessing.framed(collection.framing)
         layers = [d.layer for d in collection.depths]
-        named = [(p.name, p.read_bytes()) for p in paths]
         n = len(named)
 
         # Decode runs one image per call, whichever thread: single-threaded here is its cost.
@@ -68,9 +109,6 @@ def measure(
         def forward() -> Any:
             return embed_prepared(backbone, images, layers, collection.pooling, settings.batch_size)
 
-        embed_prepared(
-            backbone, images[: settings.batch_size], layers, collection.pooling, settings.batch_size
-        )  # engine build and first-shape warm-up
         features, forward_cpu, forward_wall = _cpu(forward)
 
         indexes = {d.name: ctx.indexes.get(collection.id, d.name, d.dim) for d in collection.depths}
@@ -91,37 +129,63 @@ def measure(
                     indexes[depth.name].add(ids, vectors[depth.layer])
 
         _, write_cpu, _ = _cpu(write)
-    finally:
-        ctx.close()
+        stages = {
+            "decode_frame": decode_cpu / n,
+            "forward": forward_cpu / n,
+            "write": write_cpu / n,
+        }
+        return _summary(stages, n, settings.batch_size, n / forward_wall)
 
+
+def _summary(
+    stages: dict[str, float], images: int, batch_size: int, forward_wall_rate: float
+) -> dict[str, Any]:
     cores = os.cpu_count() or 1
-    stages = {
-        "decode_frame": decode_cpu / n,
-        "forward": forward_cpu / n,
-        "write": write_cpu / n,
-    }
     total = sum(stages.values())
     return {
-        "images": n,
+        "images": images,
         "cores": cores,
-        "batch_size": settings.batch_size,
+        "batch_size": batch_size,
         "cpu_ms_per_image": {k: round(v * 1000, 2) for k, v in stages.items()},
         "total_cpu_ms_per_image": round(total * 1000, 2),
-        "forward_wall_images_per_s": round(n / forward_wall, 1),
+        "forward_wall_images_per_s": round(forward_wall_rate, 1),
         "allowed_images_per_s": round(cores / total, 1),
     }
 
 
-def report(roof: dict[str, Any], end_to_end: float) -> str:
+def median(measured: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each stage over several measurements, summed again."""
+    first = measured[0]
+    stages = {
+        k: statistics.median(m["cpu_ms_per_image"][k] for m in measured) / 1000
+        for k in first["cpu_ms_per_image"]
+    }
+    forward_rate = statistics.median(m["forward_wall_images_per_s"] for m in measured)
+    return {
+        **_summary(stages, first["images"], first["batch_size"], forward_rate),
+        "runs": len(measured),
+    }
+
+
+def report(roof: dict[str, Any], end_to_end: float, share: float | None = None) -> str:
+    """Two lines: the stages and the rate they allow; end to end's share of it (`share`, when
+    given, is the median of each run's share against its own roofline)."""
     ms = roof["cpu_ms_per_image"]
-    share = end_to_end / roof["allowed_images_per_s"]
+    runs = roof.get("runs", 1)
+    if share is None:
+        share = end_to_end / roof["allowed_images_per_s"]
+        against = "of it"
+    else:
+        against = "median of each run against the stages measured beside it"
     return "\n".join(
         [
-            f"roofline (CPU ms a photo, each stage alone, {roof['images']} photos): "
+            f"roofline (CPU ms a photo, each stage alone, {roof['images']} photos"
+            + (f", median of {runs} measurements" if runs > 1 else "")
+            + "): "
             + ", ".join(f"{k} {v:.2f}" for k, v in ms.items())
             + f"; sum {roof['total_cpu_ms_per_image']:.2f}",
             f"  {roof['cores']} cores allow {roof['allowed_images_per_s']:.1f} images/s; "
-            f"end to end {end_to_end:.1f} = {share:.0%} of it "
+            f"end to end {end_to_end:.1f}: {share:.0%} ({against}) "
             f"(forward alone, wall: {roof['forward_wall_images_per_s']:.1f} images/s)",
         ]
     )
