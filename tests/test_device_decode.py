@@ -8,8 +8,10 @@ every file it does not handle to the CPU path, which refuses bad input by name.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import image_samples as samples
@@ -97,6 +99,25 @@ def test_device_framing_matches_the_pillow_framing() -> None:
     reference = prepare_one("large.jpg", jpeg, pre, 64_000_000).pixels
     difference = np.abs(pixels.numpy().astype(np.int16) - np.asarray(reference, np.int16))
     assert difference.mean() < 3.0, difference.mean()
+
+
+def test_headers_and_hashes_read_in_the_decode_pool_give_the_same_batch() -> None:
+    pre = get_backbone("efficientnet_lite0").preprocessing
+    files = [(f"{p}.jpg", photo_jpeg(p)) for p in PHOTOS[:3]]
+    files.insert(1, ("cmyk.jpg", samples.cmyk_jpeg()))  # the CPU path's: stays None, in place
+    files.append(("rotated.jpg", samples.exif_rotated_jpeg()))
+    alone = prepare_jpegs(files, pre, 64_000_000, CPU)
+    with ThreadPoolExecutor(2) as pool:
+        pooled = prepare_jpegs(files, pre, 64_000_000, CPU, pool)
+    assert [p is None for p in pooled] == [False, True, False, False, False]
+    for (name, data), one, other in zip(files, alone, pooled, strict=True):
+        if one is None or other is None:
+            assert one is None and other is None
+            continue
+        assert one[:4] == other[:4] and one[0] == name
+        assert one[1] == hashlib.sha256(data).hexdigest()
+        assert torch.equal(one[4], other[4])
+    assert pooled[-1] is not None and pooled[-1][2:4] == (451, 300)  # turned upright
 
 
 def test_a_batch_mixes_device_tensors_and_cpu_arrays() -> None:

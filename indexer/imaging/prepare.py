@@ -73,7 +73,9 @@ def prepare_many(
     """
     done: list[PreparedImage | StrataError | None] = [None] * len(named_bytes)
     if decode_device is not None:
-        for i, on_device in enumerate(prepare_jpegs(named_bytes, pre, max_pixels, decode_device)):
+        for i, on_device in enumerate(
+            prepare_jpegs(named_bytes, pre, max_pixels, decode_device, executor)
+        ):
             if on_device is not None:
                 done[i] = PreparedImage(*on_device)
         if thumbnails:

@@ -45,9 +45,7 @@ def make_thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE) -> Thumbnail:
     """A thumbnail of an already decoded, upright RGB image (indexer.imaging.decode)."""
     size = thumbnail_size(image.width, image.height, side)
     small = (
-        image
-        if size == image.size
-        else image.resize(size, Image.Resampling.BOX, reducing_gap=1.0)
+        image if size == image.size else image.resize(size, Image.Resampling.BOX, reducing_gap=1.0)
     )
     return _encode(small if small.mode == "RGB" else small.convert("RGB"))
 
