@@ -1,4 +1,5 @@
 """Embed images without storing them: vectors for a backbone's depths, or a collection's."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

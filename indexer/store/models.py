@@ -1,4 +1,5 @@
 """SQL schema (SQLAlchemy 2.0 typed models). SQL is the source of truth, vectors included."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -159,9 +160,7 @@ class Change(Base):
 
     #: Monotonic and, on PostgreSQL, taken under a transaction-level lock so that seq
     #: order is commit order (see change_log.record).
-    seq: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True
-    )
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     collection_id: Mapped[int] = mapped_column(Integer)
     #: Null for a whole-collection drop.
     item_id: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -44,6 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     server_credentials(settings)  # TLS files that cannot work, before loading anything
     from service.server import serve
+
     configure_logging(settings.log_format, logging.INFO)
     asyncio.run(serve(settings))
     return 0
