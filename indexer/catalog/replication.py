@@ -86,6 +86,12 @@ class Follower:
     def start(self) -> None:
         if self._thread is not None:
             return
+        # Start-up (reconcile, engine warm-up) ran since start_position(); unmeasured, that
+        # time would count as lag and flip health to NOT_SERVING just after SERVING.
+        try:
+            self._measure()
+        except Exception:
+            log.warning("replica follower: cannot measure the lag yet; retrying", exc_info=True)
         self._thread = threading.Thread(target=self._run, name="replica-follower", daemon=True)
         self._thread.start()
 
