@@ -50,23 +50,36 @@ class Roofline:
     ) -> None:
         from indexer.catalog.context import Context
         from indexer.core.settings import Settings
-        from indexer.engine.extract import embed_prepared
-        from indexer.imaging.prepare import PreparedImage, prepare_many
 
         self._settings = Settings.load(env={**env, "STRATA_DEVICE": "cpu"}, data_dir=data_dir)
         self._ctx = Context.open(self._settings)
         self._depths, self._framing = list(depths), framing
         self._named = [(p.name, p.read_bytes()) for p in paths]
         self._measured = 0
+        # Every measurement's collection has the same backbone, framing and depths.
+        first = self._new_collection()
+        self._backbone = self._ctx.backbones.get(first.backbone)
+        self._pre = self._backbone.spec.preprocessing.framed(first.framing)
+        self._layers = [d.layer for d in first.depths]
+        self._pooling = first.pooling
         # Engine build and first-shape warm-up, outside every measurement.
-        collection = self._new_collection()
-        backbone = self._ctx.backbones.get(collection.backbone)
-        pre = backbone.spec.preprocessing.framed(collection.framing)
+        self._embed(self._prepare(self._named[: self._settings.batch_size]))
+
+    def _prepare(self, named: Sequence[tuple[str, bytes]]) -> list[Any]:
+        from indexer.imaging.prepare import PreparedImage, prepare_many
+
+        # Decode runs one image per call, whichever thread: single-threaded is its cost.
+        prepared = prepare_many(named, self._pre, self._settings.max_pixels, None, thumbnails=True)
+        images = [p for p in prepared if isinstance(p, PreparedImage)]
+        if len(images) != len(named):
+            raise SystemExit(f"roofline: {len(named) - len(images)} photos failed to decode")
+        return images
+
+    def _embed(self, images: Sequence[Any]) -> Any:
+        from indexer.engine.extract import embed_prepared
+
         batch = self._settings.batch_size
-        some = prepare_many(self._named[:batch], pre, self._settings.max_pixels, None)
-        images = [p for p in some if isinstance(p, PreparedImage)]
-        layers = [d.layer for d in collection.depths]
-        embed_prepared(backbone, images, layers, collection.pooling, batch)
+        return embed_prepared(self._backbone, images, self._layers, self._pooling, batch)
 
     def __enter__(self) -> Roofline:
         return self
@@ -88,28 +101,11 @@ class Roofline:
         import numpy as np
 
         from indexer.catalog.ingest import ItemToWrite, write_items
-        from indexer.engine.extract import embed_prepared
-        from indexer.imaging.prepare import PreparedImage, prepare_many
 
-        ctx, settings, named = self._ctx, self._settings, self._named
+        ctx, settings, n = self._ctx, self._settings, len(self._named)
         collection = self._new_collection()
-        backbone = ctx.backbones.get(collection.backbone)
-        pre = backbone.spec.preprocessing.framed(collection.framing)
-        layers = [d.layer for d in collection.depths]
-        n = len(named)
-
-        # Decode runs one image per call, whichever thread: single-threaded here is its cost.
-        prepared, decode_cpu, _ = _cpu(
-            lambda: prepare_many(named, pre, settings.max_pixels, None, thumbnails=True)
-        )
-        images = [p for p in prepared if isinstance(p, PreparedImage)]
-        if len(images) != n:
-            raise SystemExit(f"roofline: {n - len(images)} photos failed to decode")
-
-        def forward() -> Any:
-            return embed_prepared(backbone, images, layers, collection.pooling, settings.batch_size)
-
-        features, forward_cpu, forward_wall = _cpu(forward)
+        images, decode_cpu, _ = _cpu(lambda: self._prepare(self._named))
+        features, forward_cpu, forward_wall = _cpu(lambda: self._embed(images))
 
         indexes = {d.name: ctx.indexes.get(collection.id, d.name, d.dim) for d in collection.depths}
         entries = [
@@ -167,16 +163,11 @@ def median(measured: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def report(roof: dict[str, Any], end_to_end: float, share: float | None = None) -> str:
-    """Two lines: the stages and the rate they allow; end to end's share of it (`share`, when
-    given, is the median of each run's share against its own roofline)."""
+def report(roof: dict[str, Any], end_to_end: float, share: float) -> str:
+    """Two lines: the stages and the rate they allow; end to end, and `share`, the median of
+    each run's share against the stages measured beside it."""
     ms = roof["cpu_ms_per_image"]
-    runs = roof.get("runs", 1)
-    if share is None:
-        share = end_to_end / roof["allowed_images_per_s"]
-        against = "of it"
-    else:
-        against = "median of each run against the stages measured beside it"
+    runs = roof["runs"]
     return "\n".join(
         [
             f"roofline (CPU ms a photo, each stage alone, {roof['images']} photos"
@@ -185,7 +176,8 @@ def report(roof: dict[str, Any], end_to_end: float, share: float | None = None) 
             + ", ".join(f"{k} {v:.2f}" for k, v in ms.items())
             + f"; sum {roof['total_cpu_ms_per_image']:.2f}",
             f"  {roof['cores']} cores allow {roof['allowed_images_per_s']:.1f} images/s; "
-            f"end to end {end_to_end:.1f}: {share:.0%} ({against}) "
+            f"end to end {end_to_end:.1f}: {share:.0%} (median of each run against the stages "
+            "measured beside it) "
             f"(forward alone, wall: {roof['forward_wall_images_per_s']:.1f} images/s)",
         ]
     )
