@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 
@@ -60,10 +62,21 @@ AUTO_WHOLE_BELOW = 1.5
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
+#: Shrinking an image by less than this factor, framing resamples with PyTorch's
+#: antialiased uint8 kernels, a port of Pillow's filters (the same weights to a grey level)
+#: vectorised with AVX2. Though they resample the whole image, not only the crop window,
+#: framing the bench's mixed photos costs 1.4-1.7 CPU-ms a photo against Pillow's 1.9-2.1
+#: (bench/README, ingest). Larger factors take Pillow's path, which shrinks by whole factors
+#: first (reducing_gap) where a full-support filter would cost more than it saves; a
+#: draft-decoded JPEG is never shrunk by more than 2x (prepare.DRAFT_MARGIN).
+TORCH_BELOW = 3.0
 
-def crop_box(width: int, height: int, pre: Preprocessing) -> tuple[float, float, float, float]:
-    """The source rectangle that "resize the shorter side to `pre.resize`, then centre-crop
-    `pre.crop`" keeps, in the source image's pixel coordinates.
+
+def resized_and_offset(
+    width: int, height: int, pre: Preprocessing
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The (width, height) that resizing the shorter side to `pre.resize` gives, and the
+    (left, top) of the centre crop of `pre.crop` in it.
 
     Sizes and offsets are rounded exactly as torchvision's Resize and CenterCrop round them:
     a crop one pixel off moves deep features measurably (CNNs are not shift-invariant).
@@ -74,6 +87,13 @@ def crop_box(width: int, height: int, pre: Preprocessing) -> tuple[float, float,
     resized = (max(pre.crop, resized[0]), max(pre.crop, resized[1]))
     left = round((resized[0] - pre.crop) / 2.0)
     top = round((resized[1] - pre.crop) / 2.0)
+    return resized, (left, top)
+
+
+def crop_box(width: int, height: int, pre: Preprocessing) -> tuple[float, float, float, float]:
+    """The source rectangle that "resize the shorter side to `pre.resize`, then centre-crop
+    `pre.crop`" keeps, in the source image's pixel coordinates."""
+    resized, (left, top) = resized_and_offset(width, height, pre)
     sx, sy = width / resized[0], height / resized[1]
     return (left * sx, top * sy, (left + pre.crop) * sx, (top + pre.crop) * sy)
 
@@ -84,16 +104,37 @@ def prepare_pixels(
     """Resize the shorter side to `pre.resize`, centre-crop `pre.crop`; HxWx3 uint8.
     `size` is the image's original (width, height) when `image` was draft-decoded smaller:
     "auto" framing decides by it.
-
-    Only the crop window is resampled: Pillow's filter still reads the source pixels just
-    outside the box, so the output equals resize-then-crop while computing about 40% fewer
-    pixels. reducing_gap shrinks large images by whole factors first (fast), then resamples.
     """
     pre = pre.for_image(*(size or image.size))
+    resized, offset = resized_and_offset(image.width, image.height, pre)
+    if resized == image.size == (pre.crop, pre.crop):
+        return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+    if image.mode == "RGB" and image.width < TORCH_BELOW * resized[0]:
+        return _resize_then_crop(image, resized, offset, pre)
+    return _resize_crop_window(image, pre)
+
+
+def _resize_then_crop(
+    image: Image.Image, resized: tuple[int, int], offset: tuple[int, int], pre: Preprocessing
+) -> np.ndarray:
+    """torchvision's Resize then CenterCrop, on uint8 pixels."""
+    # np.array, not asarray: torch wants a writable array (Pillow's bytes are read-only).
+    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).unsqueeze(0)  # channels-last
+    out = F.interpolate(
+        pixels, size=(resized[1], resized[0]), mode=pre.interpolation, antialias=True
+    )
+    left, top = offset
+    window = out[0, :, top : top + pre.crop, left : left + pre.crop]
+    return np.ascontiguousarray(window.permute(1, 2, 0).numpy())
+
+
+def _resize_crop_window(image: Image.Image, pre: Preprocessing) -> np.ndarray:
+    """Pillow resamples only the crop window: its filter still reads the source pixels just
+    outside the box, so the output equals resize-then-crop. reducing_gap shrinks large
+    images by whole factors first (fast), then resamples."""
     box = crop_box(image.width, image.height, pre)
     out = (pre.crop, pre.crop)
-    if box != (0.0, 0.0, float(image.width), float(image.height)) or image.size != out:
-        image = image.resize(out, _RESAMPLE[pre.interpolation], box=box, reducing_gap=3.0)
+    image = image.resize(out, _RESAMPLE[pre.interpolation], box=box, reducing_gap=3.0)
     if image.mode != "RGB":
         image = image.convert("RGB")
     return np.asarray(image, dtype=np.uint8)
