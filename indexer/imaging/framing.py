@@ -65,10 +65,10 @@ _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.
 #: Shrinking an image by less than this factor, framing resamples with PyTorch's
 #: antialiased uint8 kernels, a port of Pillow's filters (the same weights to a grey level)
 #: vectorised with AVX2. Though they resample the whole image, not only the crop window,
-#: framing the bench's mixed photos costs 1.4-1.7 CPU-ms a photo against Pillow's 1.9-2.1
-#: (bench/README, ingest). Larger factors take Pillow's path, which shrinks by whole factors
-#: first (reducing_gap) where a full-support filter would cost more than it saves; a
-#: draft-decoded JPEG is never shrunk by more than 2x (prepare.DRAFT_MARGIN).
+#: they frame the bench's mixed photos in 1.2 CPU-ms a photo against Pillow's 1.8
+#: (`python bench/framing.py`). Larger factors take Pillow's path, which shrinks by whole
+#: factors first (reducing_gap) where a full-support filter would cost more than it saves;
+#: a draft-decoded JPEG is never shrunk by more than 2x (prepare.DRAFT_MARGIN).
 TORCH_BELOW = 3.0
 
 
