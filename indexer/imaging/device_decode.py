@@ -26,16 +26,13 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
-from torchvision.transforms.v2 import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
 from indexer.imaging.decode import content_hash, exif_orientation
-from indexer.imaging.framing import Preprocessing
+from indexer.imaging.framing import Preprocessing, frame_tensor
 
 logger = logging.getLogger(__name__)
 
 
-_INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
 # Modes nvJPEG turns into RGB as a viewer would; CMYK/YCCK JPEGs stay on the CPU path.
 _PLAIN_MODES = frozenset({"RGB", "L"})
 
@@ -101,11 +98,7 @@ def frame(image: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     """CxHxW uint8 -> crop x crop x 3 uint8: shorter side to `pre.resize` (antialiased, as
     torchvision's Resize on tensors), then the centre `pre.crop` ("auto" framing: by the
     image's size, as on the CPU path)."""
-    pre = pre.for_image(int(image.shape[-1]), int(image.shape[-2]))
-    resized = TF.resize(
-        image, [pre.resize], interpolation=_INTERPOLATION[pre.interpolation], antialias=True
-    )
-    return TF.center_crop(resized, [pre.crop, pre.crop]).permute(1, 2, 0).contiguous()
+    return frame_tensor(image, pre.for_image(int(image.shape[-1]), int(image.shape[-2])))
 
 
 @dataclass(frozen=True)

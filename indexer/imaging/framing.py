@@ -10,8 +10,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
 
 @dataclass(frozen=True)
@@ -61,22 +62,22 @@ AUTO_WHOLE_BELOW = 1.5
 
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+_INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
 
-#: Shrinking an image by less than this factor, framing resamples with PyTorch's
-#: antialiased uint8 kernels, a port of Pillow's filters (the same weights to a grey level)
-#: vectorised with AVX2. Though they resample the whole image, not only the crop window,
-#: they frame the bench's mixed photos in 1.2 CPU-ms a photo against Pillow's 1.8
+#: Shrinking an image by less than this factor, framing runs torchvision's Resize and
+#: CenterCrop on a uint8 tensor (`frame_tensor`, the code the GPU path runs): on the CPU,
+#: PyTorch's antialiased uint8 kernels, a port of Pillow's filters (the same weights to a
+#: grey level) vectorised with AVX2. Though they resample the whole image, not only the crop
+#: window, they frame the bench's mixed photos in 1.2 CPU-ms a photo against Pillow's 1.8
 #: (`python bench/framing.py`). Larger factors take Pillow's path, which shrinks by whole
 #: factors first (reducing_gap) where a full-support filter would cost more than it saves;
 #: a draft-decoded JPEG is never shrunk by more than 2x (prepare.DRAFT_MARGIN).
 TORCH_BELOW = 3.0
 
 
-def resized_and_offset(
-    width: int, height: int, pre: Preprocessing
-) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The (width, height) that resizing the shorter side to `pre.resize` gives, and the
-    (left, top) of the centre crop of `pre.crop` in it.
+def crop_box(width: int, height: int, pre: Preprocessing) -> tuple[float, float, float, float]:
+    """The source rectangle that "resize the shorter side to `pre.resize`, then centre-crop
+    `pre.crop`" keeps, in the source image's pixel coordinates.
 
     Sizes and offsets are rounded exactly as torchvision's Resize and CenterCrop round them:
     a crop one pixel off moves deep features measurably (CNNs are not shift-invariant).
@@ -87,15 +88,18 @@ def resized_and_offset(
     resized = (max(pre.crop, resized[0]), max(pre.crop, resized[1]))
     left = round((resized[0] - pre.crop) / 2.0)
     top = round((resized[1] - pre.crop) / 2.0)
-    return resized, (left, top)
-
-
-def crop_box(width: int, height: int, pre: Preprocessing) -> tuple[float, float, float, float]:
-    """The source rectangle that "resize the shorter side to `pre.resize`, then centre-crop
-    `pre.crop`" keeps, in the source image's pixel coordinates."""
-    resized, (left, top) = resized_and_offset(width, height, pre)
     sx, sy = width / resized[0], height / resized[1]
     return (left * sx, top * sy, (left + pre.crop) * sx, (top + pre.crop) * sy)
+
+
+def frame_tensor(image: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
+    """CxHxW uint8 -> crop x crop x 3 uint8, on the tensor's device: torchvision's Resize
+    of the shorter side to `pre.resize` (antialiased), then CenterCrop `pre.crop`. `pre` is
+    the plain recipe for this image (`Preprocessing.for_image`)."""
+    resized = TF.resize(
+        image, [pre.resize], interpolation=_INTERPOLATION[pre.interpolation], antialias=True
+    )
+    return TF.center_crop(resized, [pre.crop, pre.crop]).permute(1, 2, 0).contiguous()
 
 
 def prepare_pixels(
@@ -106,26 +110,13 @@ def prepare_pixels(
     "auto" framing decides by it.
     """
     pre = pre.for_image(*(size or image.size))
-    resized, offset = resized_and_offset(image.width, image.height, pre)
-    if resized == image.size == (pre.crop, pre.crop):
+    if image.size == (pre.resize, pre.resize) == (pre.crop, pre.crop):
         return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
-    if image.mode == "RGB" and image.width < TORCH_BELOW * resized[0]:
-        return _resize_then_crop(image, resized, offset, pre)
+    if image.mode == "RGB" and min(image.size) < TORCH_BELOW * pre.resize:
+        # np.array, not asarray: torch wants a writable array (Pillow's bytes are read-only).
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+        return frame_tensor(pixels, pre).numpy()
     return _resize_crop_window(image, pre)
-
-
-def _resize_then_crop(
-    image: Image.Image, resized: tuple[int, int], offset: tuple[int, int], pre: Preprocessing
-) -> np.ndarray:
-    """torchvision's Resize then CenterCrop, on uint8 pixels."""
-    # np.array, not asarray: torch wants a writable array (Pillow's bytes are read-only).
-    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).unsqueeze(0)  # channels-last
-    out = F.interpolate(
-        pixels, size=(resized[1], resized[0]), mode=pre.interpolation, antialias=True
-    )
-    left, top = offset
-    window = out[0, :, top : top + pre.crop, left : left + pre.crop]
-    return np.ascontiguousarray(window.permute(1, 2, 0).numpy())
 
 
 def _resize_crop_window(image: Image.Image, pre: Preprocessing) -> np.ndarray:
