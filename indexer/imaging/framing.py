@@ -68,7 +68,7 @@ _INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": Interpolati
 #: CenterCrop on a uint8 tensor (`frame_tensor`, the code the GPU path runs): on the CPU,
 #: PyTorch's antialiased uint8 kernels, a port of Pillow's filters (the same weights to a
 #: grey level) vectorised with AVX2. Though they resample the whole image, not only the crop
-#: window, they frame the bench's mixed photos in 1.2 CPU-ms a photo against Pillow's 1.8
+#: window, they frame the bench's mixed photos in 0.8 CPU-ms a photo against Pillow's 1.8
 #: (`python bench/framing.py`). Larger factors take Pillow's path, which shrinks by whole
 #: factors first (reducing_gap) where a full-support filter would cost more than it saves;
 #: a draft-decoded JPEG is never shrunk by more than 2x (prepare.DRAFT_MARGIN).
