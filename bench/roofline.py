@@ -22,6 +22,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -50,11 +51,13 @@ class Roofline:
     ) -> None:
         from indexer.catalog.context import Context
         from indexer.core.settings import Settings
+        from indexer.imaging.prepare import one_thread_per_decode
 
         self._settings = Settings.load(env={**env, "STRATA_DEVICE": "cpu"}, data_dir=data_dir)
         self._ctx = Context.open(self._settings)
         self._depths, self._framing = list(depths), framing
         self._named = [(p.name, p.read_bytes()) for p in paths]
+        self._decoder = ThreadPoolExecutor(1, initializer=one_thread_per_decode)
         self._measured = 0
         # Every measurement's collection has the same backbone, framing and depths.
         first = self._new_collection()
@@ -68,8 +71,11 @@ class Roofline:
     def _prepare(self, named: Sequence[tuple[str, bytes]]) -> list[Any]:
         from indexer.imaging.prepare import PreparedImage, prepare_many
 
-        # Decode runs one image per call, whichever thread: single-threaded is its cost.
-        prepared = prepare_many(named, self._pre, self._settings.max_pixels, None, thumbnails=True)
+        # One image at a time on one thread set up as the server's decode-pool threads are
+        # (torch's kernels on that thread alone): single-threaded is the stage's cost.
+        prepared = prepare_many(
+            named, self._pre, self._settings.max_pixels, self._decoder, thumbnails=True
+        )
         images = [p for p in prepared if isinstance(p, PreparedImage)]
         if len(images) != len(named):
             raise SystemExit(f"roofline: {len(named) - len(images)} photos failed to decode")
@@ -87,6 +93,7 @@ class Roofline:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._decoder.shutdown()
         self._ctx.close()
 
     def _new_collection(self) -> Any:

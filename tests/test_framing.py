@@ -10,17 +10,22 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from helpers import cosine
 from photos import photo, png
 from PIL import Image
 from test_cli import strata
 
 from indexer.backbones.registry import get_backbone
+from indexer.catalog.context import Context
+from indexer.core.settings import Settings
 from indexer.core.vocabulary import DEFAULT_FRAMING
 from indexer.imaging.framing import TORCH_BELOW, prepare_pixels
 from service.client import ImageToAdd, StrataClient, StrataClientError
@@ -114,6 +119,28 @@ def test_framing_computes_torchvisions_resize_then_centre_crop(
     reduced = min(size) >= TORCH_BELOW * pre.resize
     assert np.abs(got - expected).max() <= 2
     assert np.abs(got - expected).mean() < (0.3 if reduced else 0.01)
+
+
+def test_decode_pool_threads_run_torch_kernels_alone_and_leave_other_threads_be(
+    tmp_path: Path, new_database_url: Callable[[], str]
+) -> None:
+    """Framing runs torch's kernels in the decode pool: each pool thread on one OpenMP
+    thread (the pool spreads images over the cores), while every other thread, such as a
+    torch engine's forward pass, keeps all the cores torch was given."""
+    if torch.get_num_threads() < 2:
+        pytest.skip("torch runs on one thread here: nothing to limit")
+    settings = Settings.load(
+        env={}, data_dir=tmp_path / "data", database_url=new_database_url(), device="cpu"
+    )
+    ctx = Context.open(settings)
+    try:
+        before = torch.get_num_threads()
+        assert {ctx.decode_pool.submit(torch.get_num_threads).result() for _ in range(8)} == {1}
+        assert torch.get_num_threads() == before
+        with ThreadPoolExecutor(1) as other:  # a thread started after the pool's
+            assert other.submit(torch.get_num_threads).result() == before
+    finally:
+        ctx.close()
 
 
 def test_a_collection_reports_its_framing(client: StrataClient, make_collection: Any) -> None:

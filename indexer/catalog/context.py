@@ -23,7 +23,7 @@ from indexer.engine.loader import BackboneCache, LoadedBackbone, resolve_device
 from indexer.engine.options import RuntimeOptions
 from indexer.imaging.device_decode import decode_device
 from indexer.imaging.framing import Preprocessing
-from indexer.imaging.prepare import PreparedImage, prepare_many
+from indexer.imaging.prepare import PreparedImage, one_thread_per_decode, prepare_many
 from indexer.store.database import (
     collection_ids_never_reused,
     create_database_engine,
@@ -75,7 +75,9 @@ class Context:
                 device=settings.device,
             ),
             decode_pool=ThreadPoolExecutor(
-                max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="decode"
+                max_workers=max(2, os.cpu_count() or 2),
+                thread_name_prefix="decode",
+                initializer=one_thread_per_decode,
             ),
             origin=origin,
             specs=SpecCache(enabled=collection_ids_never_reused(engine)),

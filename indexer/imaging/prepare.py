@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from indexer.core.errors import StrataError
 from indexer.imaging.decode import DecodedImage, content_hash, decode_image
@@ -38,6 +39,15 @@ class PreparedImage:
 #: a 1024x768 photo decodes at 1/2 and a 3000x2000 one at 1/4: decode + framing of a mixed
 #: folder costs 36% less CPU than with 2x (bench/README, ingest).
 DRAFT_MARGIN = 1.5
+
+
+def one_thread_per_decode() -> None:
+    """Initializer of decode-pool threads: torch's kernels (framing) run on the calling
+    thread alone. The pool already spreads images over the cores; an OpenMP team for each
+    of its threads would make cores x cores threads on a many-core machine, all contending
+    with the forward pass's."""
+    torch.get_num_threads()  # torch sets up this thread's OpenMP first, else it undoes the limit
+    threadpool_limits(1, user_api="openmp")  # omp_set_num_threads: this thread's setting only
 
 
 def prepare_one(
