@@ -127,20 +127,20 @@ def test_decode_pool_threads_run_torch_kernels_alone_and_leave_other_threads_be(
     """Framing runs torch's kernels in the decode pool: each pool thread on one OpenMP
     thread (the pool spreads images over the cores), while every other thread, such as a
     torch engine's forward pass, keeps all the cores torch was given."""
-    if torch.get_num_threads() < 2:
-        pytest.skip("torch runs on one thread here: nothing to limit")
+    given = torch.get_num_threads()
+    torch.set_num_threads(2)  # two at least, so the pool's one is a limit on any machine
     settings = Settings.load(
         env={}, data_dir=tmp_path / "data", database_url=new_database_url(), device="cpu"
     )
     ctx = Context.open(settings)
     try:
-        before = torch.get_num_threads()
         assert {ctx.decode_pool.submit(torch.get_num_threads).result() for _ in range(8)} == {1}
-        assert torch.get_num_threads() == before
+        assert torch.get_num_threads() == 2
         with ThreadPoolExecutor(1) as other:  # a thread started after the pool's
-            assert other.submit(torch.get_num_threads).result() == before
+            assert other.submit(torch.get_num_threads).result() == 2
     finally:
         ctx.close()
+        torch.set_num_threads(given)
 
 
 def test_a_collection_reports_its_framing(client: StrataClient, make_collection: Any) -> None:
