@@ -8,18 +8,19 @@ embeds one: at ingest, for a query image, and in Embed.
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 import torch
 from helpers import cosine
-from photos import photo, png
+from photos import jpeg, photo, png
 from PIL import Image
 from test_cli import strata
 
@@ -28,7 +29,10 @@ from indexer.catalog.context import Context
 from indexer.core.settings import Settings
 from indexer.core.vocabulary import DEFAULT_FRAMING
 from indexer.imaging.framing import TORCH_BELOW, prepare_pixels
+from indexer.imaging.prepare import PreparedImage, one_thread_per_decode, prepare_many
 from service.client import ImageToAdd, StrataClient, StrataClientError
+
+T = TypeVar("T")
 
 PRESETS = ("edges", "parts", "semantics")
 FILTER = Image.Resampling.BICUBIC  # Lite0's (timm's) resampling filter
@@ -141,6 +145,38 @@ def test_decode_pool_threads_run_torch_kernels_alone_and_leave_other_threads_be(
     finally:
         ctx.close()
         torch.set_num_threads(given)
+
+
+class _CountingPool(ThreadPoolExecutor):
+    """A real thread pool that counts the work handed to it."""
+
+    handed = 0
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        self.handed += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_a_lone_image_is_framed_in_the_pool_from_the_main_thread_only() -> None:
+    """On the main thread PyTorch's framing would start an OpenMP team that keeps a core
+    spinning into the forward pass; other threads (a server's request threads) frame one
+    image themselves, without a hand-off to the pool."""
+    data = jpeg(photo("chelsea"))
+    pre = get_backbone("efficientnet_lite0").preprocessing
+
+    def hand_offs(pool: _CountingPool) -> int:
+        before = pool.handed
+        [prepared] = prepare_many([("chelsea.jpg", data)], pre, 10**8, pool)
+        assert isinstance(prepared, PreparedImage)
+        assert prepared.pixels.shape == (224, 224, 3)
+        return pool.handed - before
+
+    assert threading.current_thread() is threading.main_thread()
+    with _CountingPool(1, initializer=one_thread_per_decode) as pool:
+        assert hand_offs(pool) == 1
+        with ThreadPoolExecutor(1) as request_thread:
+            assert request_thread.submit(hand_offs, pool).result() == 0
+        assert hand_offs(pool) == 1
 
 
 def test_a_collection_reports_its_framing(client: StrataClient, make_collection: Any) -> None:
