@@ -160,19 +160,16 @@ def ingest_rate(server: Server, folder: Path, collection: str) -> dict:
 class Bare:
     """The library's parts called directly: decode, forward pass, FAISS, (SQL).
 
-    Every timing runs on one thread set up as the server's decode threads are (PyTorch's
-    framing kernels on that thread alone). On the bench's main thread, framing would start
+    Every timing runs on a thread of the context's decode pool (PyTorch's framing kernels
+    on that thread alone, as in the server). On the bench's main thread, framing would start
     an OpenMP team whose second thread keeps spinning after the work is done, taking a core
     from the forward pass that follows: 11.8 ms against 4.7 for decode + forward + FAISS
     of one photo (2026-12-07, AMD EPYC with AVX-512), a baseline the server beats."""
 
     def __init__(self, ctx: Any):
-        from concurrent.futures import ThreadPoolExecutor
-
         from indexer.catalog.collections import get_collection
-        from indexer.imaging.prepare import one_thread_per_decode
 
-        self._thread = ThreadPoolExecutor(1, initializer=one_thread_per_decode)
+        self._thread = ctx.decode_pool
         self.ctx = ctx
         self.collection = get_collection(ctx, COLLECTION)
         self.backbone = ctx.backbones.get(self.collection.backbone)
