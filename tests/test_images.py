@@ -217,10 +217,13 @@ def test_any_pillow_exception_becomes_invalid_image(
         raise exc
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", broken_load)
+    # A PNG: a plain JPEG's pixels come from TurboJPEG, which never calls Pillow's load
+    # (tests/test_turbo.py covers what it declines).
+    png = samples.encode(samples.photo("chelsea"), "PNG")
     with pytest.raises(InvalidImage) as caught:
-        decode_image(samples.upright_jpeg(), name="cat.jpg")
-    assert caught.value.message.startswith("'cat.jpg': ")
-    assert "JPEG" in caught.value.message
+        decode_image(png, name="cat.png")
+    assert caught.value.message.startswith("'cat.png': ")
+    assert "PNG" in caught.value.message
 
 
 def test_bad_parameters_are_programming_errors() -> None:

@@ -17,6 +17,7 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Final
 
 import numpy as np
@@ -24,6 +25,7 @@ from PIL import ExifTags, Image, ImageFile
 
 from indexer.core.errors import InvalidImage, quote
 from indexer.core.vocabulary import MAX_PIXELS
+from indexer.imaging.turbo import jpeg_pixels, upright
 
 logger = logging.getLogger(__name__)
 
@@ -95,14 +97,20 @@ _HINT_CONVERT: Final[str] = "convert the image to JPEG or PNG"
 _HINT_REEXPORT: Final[str] = "re-export or re-download the file"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DecodedImage:
-    """A decoded image, ready for the model's preprocessing."""
+    """A decoded image, ready for the model's preprocessing: upright 8-bit RGB, as a Pillow
+    image or, from the JPEG fast path (indexer.imaging.turbo), an HxWx3 uint8 array."""
 
-    image: Image.Image  # mode "RGB", EXIF orientation applied, fully loaded
+    source: Image.Image | np.ndarray
     width: int  # original width after EXIF transpose (not the draft-reduced size)
     height: int
     format: str  # e.g. "JPEG"
+
+    @cached_property
+    def image(self) -> Image.Image:
+        """The pixels as a Pillow image (mode "RGB", fully loaded)."""
+        return self.source if isinstance(self.source, Image.Image) else Image.fromarray(self.source)
 
 
 def content_hash(data: bytes) -> str:
@@ -159,12 +167,20 @@ def decode_image(
                     # Decode at 1/2..1/8 scale in libjpeg itself: Pillow picks the largest
                     # factor that keeps both sides >= the requested size.
                     src.draft("RGB", (min_side, min_side))
-                src.load()
+                pixels = None
+                if fmt == "JPEG" and src.mode == "RGB":
+                    pixels = jpeg_pixels(data, (width, height), src.size)
+                if pixels is None:
+                    src.load()
                 orientation = exif_orientation(src, name)
-                # Turned after the conversion to 8-bit RGB, the cheapest copy to turn.
-                rgb = _to_rgb(src, name)
-                if orientation != 1:
-                    rgb = rgb.transpose(_TRANSPOSE[orientation])
+                source: Image.Image | np.ndarray
+                if pixels is not None:
+                    source = upright(pixels, orientation)
+                else:
+                    # Turned after the conversion to 8-bit RGB, the cheapest copy to turn.
+                    source = _to_rgb(src, name)
+                    if orientation != 1:
+                        source = source.transpose(_TRANSPOSE[orientation])
                 if orientation in _SWAPS_SIDES:
                     width, height = height, width
     except InvalidImage:
@@ -192,7 +208,7 @@ def decode_image(
             f"{quote(name)}: corrupt {fmt} data ({detail})", hint=_HINT_REEXPORT
         ) from None
 
-    return DecodedImage(image=rgb, width=width, height=height, format=fmt)
+    return DecodedImage(source=source, width=width, height=height, format=fmt)
 
 
 _truncation_warned = False

@@ -103,20 +103,30 @@ def frame_tensor(image: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
 
 
 def prepare_pixels(
-    image: Image.Image, pre: Preprocessing, size: tuple[int, int] | None = None
+    image: Image.Image | np.ndarray, pre: Preprocessing, size: tuple[int, int] | None = None
 ) -> np.ndarray:
     """Resize the shorter side to `pre.resize`, centre-crop `pre.crop`; HxWx3 uint8.
+    `image` is 8-bit RGB: a Pillow image or an HxWx3 uint8 array (the JPEG fast path's).
     `size` is the image's original (width, height) when `image` was draft-decoded smaller:
     "auto" framing decides by it.
     """
-    pre = pre.for_image(*(size or image.size))
-    if image.size == (pre.resize, pre.resize) == (pre.crop, pre.crop):
-        return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
-    if image.mode == "RGB" and min(image.size) < TORCH_BELOW * pre.resize:
+    if isinstance(image, np.ndarray):
+        width, height = image.shape[1], image.shape[0]
+    else:
+        width, height = image.size
+    pre = pre.for_image(*(size or (width, height)))
+    whole = (width, height) == (pre.resize, pre.resize) == (pre.crop, pre.crop)
+    if isinstance(image, Image.Image) and image.mode != "RGB":
+        return np.asarray(image.convert("RGB")) if whole else _resize_crop_window(image, pre)
+    if whole:
+        return np.asarray(image)
+    if min(width, height) < TORCH_BELOW * pre.resize:
         # np.array, not asarray: torch wants a writable array (Pillow's bytes are read-only).
-        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)
-        return frame_tensor(pixels, pre).numpy()
-    return _resize_crop_window(image, pre)
+        pixels = torch.from_numpy(image if isinstance(image, np.ndarray) else np.array(image))
+        return frame_tensor(pixels.permute(2, 0, 1), pre).numpy()
+    return _resize_crop_window(
+        Image.fromarray(image) if isinstance(image, np.ndarray) else image, pre
+    )
 
 
 def _resize_crop_window(image: Image.Image, pre: Preprocessing) -> np.ndarray:

@@ -62,7 +62,7 @@ def prepare_one(
         content_hash=content_hash(data),
         width=decoded.width,
         height=decoded.height,
-        pixels=prepare_pixels(decoded.image, pre, (decoded.width, decoded.height)),
+        pixels=prepare_pixels(decoded.source, pre, (decoded.width, decoded.height)),
         # From the pixels decoded for the network: ingest never decodes an image twice.
         thumbnail=make_thumbnail(decoded.image) if thumbnail else None,
     )

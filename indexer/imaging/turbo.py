@@ -1,0 +1,71 @@
+"""JPEG pixels through libjpeg-turbo's TurboJPEG API (simplejpeg), straight into a numpy array.
+
+Pillow decodes a JPEG into its own 4-byte-a-pixel storage, and handing that over as an array
+packs it to 3 bytes and copies it twice more. TurboJPEG writes the HxWx3 array the framing
+reads: decode + framing of a 500x375 photo fell from 1.75 to 1.09 CPU-ms, of the bench's
+mixed photos from 6.3 to 5.2 (2026-12-07, bench/README). The pixels are the same to the
+bit (the same integer IDCT, fancy upsampling and DCT-domain scaling; tests/test_turbo.py
+holds both decoders to it), so vectors stored before and after this path agree.
+
+Only what Pillow would decode to RGB without a conversion takes this path, after Pillow has
+read and checked the header. Anything TurboJPEG declines, damaged data included (strict
+mode: libjpeg's warnings count), goes back to Pillow, whose errors name the item.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Final
+
+import numpy as np
+import simplejpeg
+
+logger = logging.getLogger(__name__)
+
+#: EXIF orientation -> the numpy view that shows the pixels upright, as Pillow's transposes
+#: in decode._TRANSPOSE do (2 mirror, 3 half turn, 4 flip, 5 transpose, 6 quarter turn
+#: clockwise, 7 transverse, 8 quarter turn anticlockwise).
+_UPRIGHT: Final[dict[int, Callable[[np.ndarray], np.ndarray]]] = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def jpeg_pixels(
+    data: bytes, full_size: tuple[int, int], size: tuple[int, int]
+) -> np.ndarray | None:
+    """HxWx3 uint8 RGB of the JPEG `data`, whose header says `full_size`, decoded at `size`:
+    the full size or the reduced one Pillow's draft chose (1/2, 1/4 or 1/8; TurboJPEG could
+    also scale by 3/8, 5/8, ..., so the scale is pinned); None when TurboJPEG declines."""
+    width, height = size
+    scaled: dict[str, int] = {}
+    if size != full_size:
+        factor = next((f for f in (2, 4, 8) if _reduced(full_size, f) == size), None)
+        if factor is None:
+            return None
+        scaled = {"min_width": width, "min_height": height, "min_factor": factor}
+    try:
+        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True, **scaled)
+    except ValueError as exc:  # damaged or unusual data: Pillow decodes it or says why not
+        logger.debug("TurboJPEG declined a JPEG (%s); Pillow decodes it", exc)
+        return None
+    if pixels.shape != (height, width, 3):  # not the scale Pillow chose
+        return None
+    return pixels
+
+
+def _reduced(size: tuple[int, int], factor: int) -> tuple[int, int]:
+    """A side scaled by 1/factor, rounded up, as libjpeg and Pillow's draft both size it."""
+    return (-(-size[0] // factor), -(-size[1] // factor))
+
+
+def upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """`pixels` turned by the EXIF `orientation` (1: as they are), C-contiguous and writable."""
+    turn = _UPRIGHT.get(orientation)
+    return pixels if turn is None else np.ascontiguousarray(turn(pixels))
