@@ -64,7 +64,7 @@ def prepare_one(
         height=decoded.height,
         pixels=prepare_pixels(decoded.source, pre, (decoded.width, decoded.height)),
         # From the pixels decoded for the network: ingest never decodes an image twice.
-        thumbnail=make_thumbnail(decoded.image) if thumbnail else None,
+        thumbnail=make_thumbnail(decoded.source) if thumbnail else None,
     )
 
 
