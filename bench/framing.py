@@ -59,7 +59,7 @@ def main() -> int:
         return pre.for_image(image.width, image.height)
 
     resamplers: dict[str, Callable[[DecodedImage], np.ndarray]] = {
-        "torch": lambda d: framing.prepare_pixels(d.image, pre, (d.width, d.height)),
+        "torch": lambda d: framing.prepare_pixels(d.source, pre, (d.width, d.height)),
         "pillow": lambda d: framing._resize_crop_window(d.image, plain(d)),
     }
     by_size: dict[str, list[DecodedImage]] = {}

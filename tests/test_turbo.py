@@ -104,3 +104,13 @@ def test_a_scale_pillow_would_not_choose_is_declined() -> None:
     assert jpeg_pixels(data, (640, 480), (320, 240)) is not None
     # 5/8 of the size: TurboJPEG could scale by 5/8, Pillow's draft never does.
     assert jpeg_pixels(data, (640, 480), (400, 300)) is None
+
+
+@pytest.mark.parametrize("side", [3, 9, 15])
+def test_tiny_jpegs_decode_as_pillows_at_any_min_side(side: int) -> None:
+    # Below 16 px two TurboJPEG scales can round to one size: such a draft goes to Pillow.
+    tiny = samples.photo("chelsea").resize((side, side), Image.Resampling.BICUBIC)
+    data = samples.encode(tiny, "JPEG", quality=90)
+    for min_side in (1, 2, side):
+        decoded = decode_image(data, name="tiny.jpg", min_side=min_side)
+        assert np.array_equal(np.asarray(decoded.image), pillow_pixels(data, min_side))

@@ -206,7 +206,9 @@ def backfill_thumbnails(
         except StrataError as exc:
             return exc
 
-    made = list(ctx.decode_pool.map(make, todo)) if len(todo) > 1 else [make(t) for t in todo]
+    # Always in the pool, one alone too: its threads run PyTorch's resize on one OpenMP
+    # thread (on the main thread a team's second thread would spin on after the work).
+    made = list(ctx.decode_pool.map(make, todo))
     rows: list[tuple[int, Thumbnail | None]] = []
     for (item_id, _, _), outcome in zip(todo, made, strict=True):
         if isinstance(outcome, StrataError):

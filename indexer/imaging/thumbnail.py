@@ -54,11 +54,6 @@ def make_thumbnail(image: Image.Image | np.ndarray, side: int = THUMBNAIL_SIDE) 
     return _encode(image if size == (width, height) else _shrink(image, size))
 
 
-def thumbnail_from_pixels(pixels: np.ndarray, side: int = THUMBNAIL_SIDE) -> Thumbnail:
-    """A thumbnail of an HxWx3 uint8 array (e.g. a device-decoded image brought back small)."""
-    return make_thumbnail(np.ascontiguousarray(pixels, dtype=np.uint8), side)
-
-
 def thumbnail_from_bytes(
     data: bytes, name: str, max_pixels: int, side: int = THUMBNAIL_SIDE
 ) -> Thumbnail:

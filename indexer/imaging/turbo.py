@@ -2,8 +2,8 @@
 
 Pillow decodes a JPEG into its own 4-byte-a-pixel storage, and handing that over as an array
 packs it to 3 bytes and copies it twice more. TurboJPEG writes the HxWx3 array the framing
-reads: decode + framing of a 500x375 photo fell from 1.75 to 1.09 CPU-ms, of the bench's
-mixed photos from 6.3 to 5.2 (2026-12-07, bench/README). The pixels are the same to the
+reads: decode + framing of a 500x375 photo fell from 1.75 to 1.26 CPU-ms, of the bench's
+mixed photos from 6.3 to 5.7 (2026-12-07, bench/README). The pixels are the same to the
 bit (the same integer IDCT, fancy upsampling and DCT-domain scaling; tests/test_turbo.py
 holds both decoders to it), so vectors stored before and after this path agree.
 
@@ -47,12 +47,17 @@ def jpeg_pixels(
     scaled: dict[str, int] = {}
     if size != full_size:
         factor = next((f for f in (2, 4, 8) if _reduced(full_size, f) == size), None)
-        if factor is None:
+        # Under 16 px a side, two of TurboJPEG's scales can round to the same size (a 3x3
+        # image at 1/2 and at 3/8 both give 2x2) and it might take the other one.
+        if factor is None or max(full_size) < 16:
             return None
         scaled = {"min_width": width, "min_height": height, "min_factor": factor}
     try:
         pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True, **scaled)
-    except ValueError as exc:  # damaged or unusual data: Pillow decodes it or says why not
+    except (ValueError, RuntimeError) as exc:
+        # Damaged or unusual data (or no decoder to be had): Pillow decodes it or says why
+        # not. Strict mode reports libjpeg's warnings after the whole decode, so such a file
+        # costs two decodes; Pillow accepts some of them (a few corrupt bytes) as it did.
         logger.debug("TurboJPEG declined a JPEG (%s); Pillow decodes it", exc)
         return None
     if pixels.shape != (height, width, 3):  # not the scale Pillow chose
