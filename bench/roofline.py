@@ -74,7 +74,7 @@ class Roofline:
         # One image at a time on one thread set up as the server's decode-pool threads are
         # (torch's kernels on that thread alone): single-threaded is the stage's cost.
         prepared = prepare_many(
-            named, self._pre, self._settings.max_pixels, self._decoder, thumbnails=True
+            named, self._pre, self._settings.max_pixels, self._decoder, for_ingest=True
         )
         images = [p for p in prepared if isinstance(p, PreparedImage)]
         if len(images) != len(named):

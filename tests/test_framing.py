@@ -28,6 +28,7 @@ from indexer.backbones.registry import get_backbone
 from indexer.catalog.context import Context
 from indexer.core.settings import Settings
 from indexer.core.vocabulary import DEFAULT_FRAMING
+from indexer.imaging.decode import content_hash
 from indexer.imaging.framing import TORCH_BELOW, prepare_pixels
 from indexer.imaging.prepare import PreparedImage, one_thread_per_decode, prepare_many
 from service.client import ImageToAdd, StrataClient, StrataClientError
@@ -177,6 +178,20 @@ def test_a_lone_image_is_framed_in_the_pool_from_the_main_thread_only() -> None:
         with ThreadPoolExecutor(1) as request_thread:
             assert request_thread.submit(hand_offs, pool).result() == 0
         assert hand_offs(pool) == 1
+
+
+def test_only_ingest_pays_for_the_content_hash_and_thumbnail() -> None:
+    """A search, an embedding or a classification prepares images without the hash (1 ms for
+    a camera JPEG) or the thumbnail; ingest gets both, the hash of the bytes as sent."""
+    data = jpeg(photo("chelsea"))
+    pre = get_backbone("efficientnet_lite0").preprocessing
+    [plain] = prepare_many([("chelsea.jpg", data)], pre, 10**8)
+    [ingest] = prepare_many([("chelsea.jpg", data)], pre, 10**8, for_ingest=True)
+    assert isinstance(plain, PreparedImage) and isinstance(ingest, PreparedImage)
+    assert plain.content_hash is None and plain.thumbnail is None
+    assert ingest.content_hash == content_hash(data)
+    assert ingest.thumbnail is not None and ingest.thumbnail.width == 256
+    assert np.array_equal(plain.pixels, ingest.pixels)
 
 
 def test_a_collection_reports_its_framing(client: StrataClient, make_collection: Any) -> None:

@@ -88,17 +88,18 @@ class Context:
         named_bytes: Sequence[tuple[str, bytes]],
         backbone: LoadedBackbone,
         pre: Preprocessing,
-        thumbnails: bool = False,
+        for_ingest: bool = False,
     ) -> list[PreparedImage | StrataError]:
         """Decode and frame images for `backbone`: JPEGs on its device where the settings say
-        so, everything else in the decode pool; with thumbnails (ingest) for each."""
+        so, everything else in the decode pool; `for_ingest` adds each one's content hash and
+        thumbnail."""
         outcomes = prepare_many(
             named_bytes,
             pre,
             self.settings.max_pixels,
             self.decode_pool,
             decode_device(self.settings.device_decode, backbone.device),
-            thumbnails=thumbnails,
+            for_ingest=for_ingest,
         )
         for outcome in outcomes:
             if isinstance(outcome, StrataError):

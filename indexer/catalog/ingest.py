@@ -80,7 +80,7 @@ def add_images(ctx: Context, collection_name: str, inputs: Sequence[ImageInput])
         [(inputs[i].uri, inputs[i].data) for i in todo],
         backbone,
         backbone.spec.preprocessing.framed(collection.framing),
-        thumbnails=True,
+        for_ingest=True,
     )
     good: list[tuple[int, PreparedImage]] = []
     for position, outcome in zip(todo, prepared, strict=True):
@@ -179,7 +179,7 @@ def _store(
     entries = [
         ItemToWrite(
             image.name,
-            image.content_hash,
+            _content_hash(image),
             image.width,
             image.height,
             inputs[position].labels,
@@ -309,3 +309,10 @@ def write_items(
     for row, item_id in stored:
         outcomes[row] = ("replaced" if row in replaced_rows else "added", item_id)
     return Written([o for o in outcomes if o is not None], replaced_ids, stored)
+
+
+def _content_hash(image: PreparedImage) -> str:
+    """The hash `prepare_images(for_ingest=True)` computed in the decode pool."""
+    if image.content_hash is None:
+        raise RuntimeError(f"{image.name!r} was prepared without for_ingest: no content hash")
+    return image.content_hash

@@ -22,7 +22,9 @@ from indexer.imaging.thumbnail import Thumbnail, make_thumbnail, thumbnail_from_
 @dataclass(frozen=True)
 class PreparedImage:
     name: str
-    content_hash: str
+    #: SHA-256 hex of the bytes, for ingest (`for_ingest`); None when not asked: a search,
+    #: an embedding or a classification needs none (1 ms for a 2.3 MB camera JPEG).
+    content_hash: str | None
     width: int
     height: int
     #: HxWx3 uint8, ready for the backbone; a tensor on the model's device when the JPEG
@@ -52,19 +54,20 @@ def one_thread_per_decode() -> None:
 
 
 def prepare_one(
-    name: str, data: bytes, pre: Preprocessing, max_pixels: int, thumbnail: bool = False
+    name: str, data: bytes, pre: Preprocessing, max_pixels: int, for_ingest: bool = False
 ) -> PreparedImage:
+    """Decode and frame one image; `for_ingest` adds its content hash and thumbnail."""
     decoded: DecodedImage = decode_image(
         data, name=name, max_pixels=max_pixels, min_side=round(DRAFT_MARGIN * pre.resize)
     )
     return PreparedImage(
         name=name,
-        content_hash=content_hash(data),
+        content_hash=content_hash(data) if for_ingest else None,
         width=decoded.width,
         height=decoded.height,
         pixels=prepare_pixels(decoded.source, pre, (decoded.width, decoded.height)),
         # From the pixels decoded for the network: ingest never decodes an image twice.
-        thumbnail=make_thumbnail(decoded.source) if thumbnail else None,
+        thumbnail=make_thumbnail(decoded.source) if for_ingest else None,
     )
 
 
@@ -74,13 +77,13 @@ def prepare_many(
     max_pixels: int,
     executor: Executor | None = None,
     decode_device: torch.device | None = None,
-    thumbnails: bool = False,
+    for_ingest: bool = False,
 ) -> list[PreparedImage | StrataError]:
     """Decode and preprocess each image; a bad one yields its error, the rest go on.
 
     With `decode_device`, plain JPEGs are decoded and framed on that device first; the rest
     (other formats, anything the device decoder refuses) take the CPU path.
-    With `thumbnails`, each prepared image carries its thumbnail.
+    With `for_ingest`, each prepared image carries its content hash and thumbnail.
     """
     done: list[PreparedImage | StrataError | None] = [None] * len(named_bytes)
     if decode_device is not None:
@@ -89,12 +92,12 @@ def prepare_many(
         ):
             if on_device is not None:
                 done[i] = PreparedImage(*on_device)
-        if thumbnails:
+        if for_ingest:  # the device path hashes every image as it checks it
             _add_thumbnails(done, named_bytes, max_pixels, executor)
     rest = [i for i, outcome in enumerate(done) if outcome is None]
     for i, outcome in zip(
         rest,
-        _prepare_on_cpu([named_bytes[i] for i in rest], pre, max_pixels, executor, thumbnails),
+        _prepare_on_cpu([named_bytes[i] for i in rest], pre, max_pixels, executor, for_ingest),
         strict=True,
     ):
         done[i] = outcome
@@ -106,12 +109,12 @@ def _prepare_on_cpu(
     pre: Preprocessing,
     max_pixels: int,
     executor: Executor | None,
-    thumbnails: bool = False,
+    for_ingest: bool = False,
 ) -> list[PreparedImage | StrataError]:
 
     def run(item: tuple[str, bytes]) -> PreparedImage | StrataError:
         try:
-            return prepare_one(item[0], item[1], pre, max_pixels, thumbnails)
+            return prepare_one(item[0], item[1], pre, max_pixels, for_ingest)
         except StrataError as exc:
             return exc
 
