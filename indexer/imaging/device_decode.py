@@ -29,6 +29,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from indexer.imaging.decode import content_hash, exif_orientation
 from indexer.imaging.framing import Preprocessing, frame_tensor
+from indexer.imaging.orientation import upright
 
 logger = logging.getLogger(__name__)
 
@@ -73,25 +74,6 @@ def read_header(data: bytes, max_pixels: int) -> JpegHeader | None:
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     return JpegHeader(width, height, orientation)
-
-
-def upright(image: torch.Tensor, orientation: int) -> torch.Tensor:
-    """Apply an EXIF orientation to a CxHxW tensor (as PIL.ImageOps.exif_transpose)."""
-    if orientation == 2:
-        return image.flip(-1)
-    if orientation == 3:
-        return image.flip(-2, -1)
-    if orientation == 4:
-        return image.flip(-2)
-    if orientation == 5:
-        return image.transpose(-2, -1)
-    if orientation == 6:
-        return torch.rot90(image, 3, dims=(-2, -1))
-    if orientation == 7:
-        return image.transpose(-2, -1).flip(-2, -1)
-    if orientation == 8:
-        return torch.rot90(image, 1, dims=(-2, -1))
-    return image
 
 
 def frame(image: torch.Tensor, pre: Preprocessing) -> torch.Tensor:

@@ -15,26 +15,14 @@ mode: libjpeg's warnings count), goes back to Pillow, whose errors name the item
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Final
 
 import numpy as np
 import simplejpeg
+import torch
+
+from indexer.imaging.orientation import upright as turn_tensor
 
 logger = logging.getLogger(__name__)
-
-#: EXIF orientation -> the numpy view that shows the pixels upright, as Pillow's transposes
-#: in decode._TRANSPOSE do (2 mirror, 3 half turn, 4 flip, 5 transpose, 6 quarter turn
-#: clockwise, 7 transverse, 8 quarter turn anticlockwise).
-_UPRIGHT: Final[dict[int, Callable[[np.ndarray], np.ndarray]]] = {
-    2: lambda a: a[:, ::-1],
-    3: lambda a: a[::-1, ::-1],
-    4: lambda a: a[::-1],
-    5: lambda a: a.transpose(1, 0, 2),
-    6: lambda a: np.rot90(a, -1),
-    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
-    8: lambda a: np.rot90(a, 1),
-}
 
 
 def jpeg_pixels(
@@ -71,6 +59,9 @@ def _reduced(size: tuple[int, int], factor: int) -> tuple[int, int]:
 
 
 def upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
-    """`pixels` turned by the EXIF `orientation` (1: as they are), C-contiguous and writable."""
-    turn = _UPRIGHT.get(orientation)
-    return pixels if turn is None else np.ascontiguousarray(turn(pixels))
+    """HxWx3 `pixels` turned by the EXIF `orientation` (1: as they are), C-contiguous and
+    writable."""
+    if orientation == 1:
+        return pixels
+    turned = turn_tensor(torch.from_numpy(pixels).permute(2, 0, 1), orientation)
+    return turned.permute(1, 2, 0).contiguous().numpy()
