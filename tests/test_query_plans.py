@@ -18,7 +18,7 @@ from indexer.catalog.collections import create_collection
 from indexer.catalog.context import Context
 from indexer.core.errors import NotFound
 from indexer.core.settings import Settings
-from indexer.store import label_repository, repository, thumbnail_repository
+from indexer.store import hit_reads, label_repository, repository, thumbnail_repository
 
 pytestmark = pytest.mark.database_free  # its own SQLite store in both passes' place
 
@@ -76,3 +76,19 @@ def test_lookups_by_id_use_the_primary_key(ctx: Context, name: str) -> None:
             assert items_steps, plan
             for step in items_steps:
                 assert "INTEGER PRIMARY KEY" in step, f"{name}: {step} (whole plan: {plan})"
+
+
+def test_the_search_hits_fixed_statement_uses_the_primary_key(ctx: Context) -> None:
+    """indexer/store/hit_reads.py's statement, run on the driver's connection, outside the
+    events the test above listens to."""
+    collection = create_collection(ctx, "plans-hit-reads", depths=["semantics"])
+    with ctx.engine.connect() as connection:
+        plan = [
+            row[-1]
+            for row in connection.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {hit_reads.SQLITE_HIT_ROWS}", (collection.id, "[3, 1, 2]")
+            )
+        ]
+    items_steps = [step for step in plan if " items " in f" {step} "]
+    assert items_steps, plan
+    assert all("INTEGER PRIMARY KEY" in step for step in items_steps), plan

@@ -14,7 +14,7 @@ from indexer.core.errors import InvalidInput, NotFound, StrataError, quote
 from indexer.core.validation import check_filter
 from indexer.core.vocabulary import check_request_size
 from indexer.engine.extract import embed_prepared
-from indexer.store import repository
+from indexer.store import hit_reads, repository
 
 
 @dataclass(frozen=True)
@@ -224,8 +224,7 @@ def _resolve_hits(
     raw: dict[str, tuple[np.ndarray, np.ndarray]],
 ) -> list[QueryResult] | None:
     all_ids = sorted({int(i) for _, ids in raw.values() for i in ids.ravel() if i >= 0})
-    with ctx.sessions() as session:
-        details = repository.hit_details(session, collection.id, all_ids)
+    details = hit_reads.hit_details(ctx.engine, ctx.sessions, collection.id, all_ids)
     if details is None:
         return None
     results = []
