@@ -20,16 +20,31 @@ from indexer.core.settings import Settings
 from indexer.store import hit_reads, repository
 
 
-@pytest.fixture()
-def ctx(tmp_path: Path, new_database_url: Callable[[], str]) -> Iterator[Context]:
+def _open(data_dir: Path, database_url: str | None) -> Context:
     settings = Settings.load(
         env={},
-        data_dir=tmp_path / "data",
-        database_url=new_database_url(),
+        data_dir=data_dir,
+        database_url=database_url,
         device="cpu",
         sqlite_busy_timeout_s=0.5,
     )
-    context = Context.open(settings)
+    return Context.open(settings)
+
+
+@pytest.fixture()
+def ctx(tmp_path: Path, new_database_url: Callable[[], str]) -> Iterator[Context]:
+    """A store of the kind under test (SQLite or PostgreSQL)."""
+    context = _open(tmp_path / "data", new_database_url())
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+@pytest.fixture()
+def sqlite_ctx(tmp_path: Path) -> Iterator[Context]:
+    """The embedded default store, SQLite, whichever database the suite runs against."""
+    context = _open(tmp_path / "data", None)
     try:
         yield context
     finally:
@@ -95,14 +110,16 @@ def test_a_deleted_collection_has_no_hit_details(
     assert _through_session(ctx, gone, ids) is None
 
 
+@pytest.mark.database_free  # its own SQLite store: run once, in the SQLite pass
 def test_hits_are_read_while_another_connection_holds_the_sqlite_write_lock(
-    ctx: Context, small_jpegs: Callable[..., list[tuple[str, bytes]]]
+    sqlite_ctx: Context, small_jpegs: Callable[..., list[tuple[str, bytes]]]
 ) -> None:
     """An ingest's transaction holds SQLite's write lock until its commit; a search reads
     its hits meanwhile instead of waiting (here: failing after the 0.5 s busy timeout, as
-    the session path, which begins with BEGIN IMMEDIATE, does)."""
-    if ctx.engine.dialect.name != "sqlite":
-        pytest.skip("SQLite's write lock; PostgreSQL readers never wait for writers")
+    the session path, which begins with BEGIN IMMEDIATE, does). PostgreSQL's readers never
+    wait for writers."""
+    ctx = sqlite_ctx
+    assert ctx.engine.dialect.name == "sqlite"
     collection, ids = _fill(ctx, "hits-locked", small_jpegs(3, seed=83), labelled=True)
     path = ctx.settings.resolved_database_url.split("///", 1)[1]
     writer = sqlite3.connect(path, isolation_level=None)
