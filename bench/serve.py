@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from common import (  # noqa: E402
     PHOTO_SIZE,
     Server,
+    free_port,
     make_photos,
     parse_sizes,
     run_index,
@@ -65,19 +66,62 @@ COLLECTION = "serve-bench"
 K = 10
 
 
-def load_test(server: Server, queries: list[bytes], clients: int, seconds: float) -> dict:
+def load_test(
+    server: Server, queries: list[bytes], clients: int, seconds: float, metrics: str | None = None
+) -> dict:
     """`clients` concurrent clients, one channel each, single-image searches back to back,
     from a child process (`_load_process`) so the generator's CPU is not this process's.
-    With the server's CPU per request: what a search costs it, against an ingested image."""
+    With the server's CPU per request: what a search costs it, against an ingested image;
+    and, given the server's metrics address, where a search's time went inside the server."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # no forked gRPC state
     with context.Pool(1) as pool:
         before = server.cpu_seconds()
+        scraped = scrape_metrics(metrics) if metrics else None
         level = dict(pool.apply(_load_process, (server.address, queries, clients, seconds)))
         spent = server.cpu_seconds() - before  # includes the clients' one warm-up call each
+        if scraped is not None and metrics:
+            level["server_mean_ms"] = server_means(scraped, scrape_metrics(metrics))
     level["server_cpu_ms_per_request"] = round(spent * 1000 / (level["requests"] + clients), 2)
     return level
+
+
+#: The library's stages a search goes through (indexer/core/metrics.py, strata_stage_seconds).
+SEARCH_STAGES = ("decode", "forward", "index_search", "hit_details")
+
+
+def scrape_metrics(address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The server's Prometheus samples: (name, sorted labels) -> value."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def server_means(before: dict, after: dict) -> dict[str, float]:
+    """Mean ms a call between two scrapes: the Search RPC as the server timed it (from its
+    outermost interceptor to the reply), and each library stage a search went through."""
+
+    def mean_ms(name: str, **labels: str) -> float:
+        key = tuple(sorted(labels.items()))
+        count = after.get((f"{name}_count", key), 0.0) - before.get((f"{name}_count", key), 0.0)
+        total = after.get((f"{name}_sum", key), 0.0) - before.get((f"{name}_sum", key), 0.0)
+        return round(total * 1000 / count, 3) if count else 0.0
+
+    means = {
+        "rpc": mean_ms("strata_rpc_latency_seconds", method="/strata.v1.Strata/Search", code="OK")
+    }
+    for stage in SEARCH_STAGES:
+        means[stage] = mean_ms("strata_stage_seconds", stage=stage)
+    return means
 
 
 def _load_process(address: str, queries: list[bytes], clients: int, seconds: float) -> dict:
@@ -124,6 +168,7 @@ async def _load(address: str, queries: list[bytes], clients: int, seconds: float
         "clients": clients,
         "requests": len(flat),
         "requests_per_s": round(len(flat) / elapsed, 2),
+        "mean_ms": round(float(flat.mean()), 2),
         "p50_ms": round(float(np.percentile(flat, 50)), 2),
         "p99_ms": round(float(np.percentile(flat, 99)), 2),
         "p99_over_p50": round(float(np.percentile(flat, 99) / np.percentile(flat, 50)), 2),
@@ -380,10 +425,18 @@ def main() -> int:
             for name, env in runs.items():
                 log(f"server ({name}, env {env or 'defaults'})")
                 log_path = Path(tmp) / f"serve-{name}.log"
-                with strata_server(data_dir, env, log_path, ("--device", "cpu")) as server:
+                metrics = f"127.0.0.1:{free_port()}"
+                extra = ("--device", "cpu", "--metrics-listen", metrics)
+                with strata_server(data_dir, env, log_path, extra) as server:
                     levels = []
                     for clients in args.clients:
-                        level = load_test(server, queries, clients, args.seconds)
+                        level = load_test(
+                            server,
+                            queries,
+                            clients,
+                            args.seconds,
+                            metrics if clients == 1 else None,
+                        )
                         log(f"  {clients:>3} clients: {level}")
                         levels.append(level)
                         time_bare()  # interleaved, so both sides see the same load
@@ -412,6 +465,18 @@ def main() -> int:
                 single["p50_ms"] / bare_ms["library_search"] - 1, 3
             ),
         }
+        if "server_mean_ms" in single:
+            # Means, not medians (the server's histograms give sums): the client's wait split
+            # into gRPC outside the server's handler (transport, (de)serialisation, the
+            # client), the server around the library's stages, and the stages themselves.
+            inside = single["server_mean_ms"]
+            stages = sum(inside[stage] for stage in SEARCH_STAGES)
+            result["single_request"]["mean_ms_split"] = {
+                "client_wait": single["mean_ms"],
+                "outside_the_server_rpc": round(single["mean_ms"] - inside["rpc"], 3),
+                "server_rpc_around_the_stages": round(inside["rpc"] - stages, 3),
+                **{stage: inside[stage] for stage in SEARCH_STAGES},
+            }
     if "ingest" in result:
         by_clients = {level["clients"]: level for level in result["runs"]["batched"]}
         if 32 in by_clients:

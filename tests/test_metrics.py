@@ -1,7 +1,8 @@
 """`strata serve --metrics-listen HOST:PORT --log-format json`: the Prometheus endpoint counts
 the requests made (per RPC and status), the images embedded, forward-pass batch sizes,
-decode failures and index sizes; every log line is one JSON object. A real process, real
-database, real Lite0 and real photos; the counts are compared with what the test did."""
+decode failures, the time of each stage (decode, forward pass, FAISS, SQL) and index sizes;
+every log line is one JSON object. A real process, real database, real Lite0 and real
+photos; the counts are compared with what the test did."""
 
 from __future__ import annotations
 
@@ -88,6 +89,26 @@ def test_metrics_count_the_requests_made_and_logs_are_json(
     )
     assert value(after, "strata_forward_batch_images_count") >= 1 + searches
     assert sum(v for (n, _), v in after.items() if n == "strata_decode_failures_total") >= 1
+
+    def stage(name: str, suffix: str) -> float:
+        key = f"strata_stage_seconds_{suffix}"
+        return value(after, key, stage=name) - value(before, key, stage=name)
+
+    # Each search decodes its photo, runs a pass, searches FAISS and reads its hits. The
+    # stream's 4 photos arrive as one batch or a few (the server batches what has arrived):
+    # each decodes once, and each with a good photo runs one pass, one SQL write, one add.
+    assert stage("index_search", "count") == searches
+    assert stage("hit_details", "count") == searches
+    ingest_decodes = stage("decode", "count") - searches
+    ingest_passes = stage("forward", "count") - searches
+    assert 1 <= ingest_passes <= ingest_decodes <= len(photos) + 1
+    assert stage("write", "count") == stage("index_add", "count") == ingest_passes
+    for each in ("decode", "forward", "index_search", "hit_details", "write", "index_add"):
+        assert stage(each, "sum") > 0, each
+    # A forward pass of Lite0 is far slower than reading 2 hits: the times are the stages'.
+    assert stage("forward", "sum") / stage("forward", "count") > (
+        stage("hit_details", "sum") / searches
+    )
     for depth in ("edges", "parts", "semantics"):
         sizes = [
             v

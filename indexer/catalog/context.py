@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from indexer.catalog.spec_cache import SpecCache
 from indexer.core.errors import FailedPrecondition, StrataError
-from indexer.core.metrics import DECODE_FAILURES
+from indexer.core.metrics import DECODE_FAILURES, timed_stage
 from indexer.core.settings import Settings
 from indexer.engine.loader import BackboneCache, LoadedBackbone, resolve_device
 from indexer.engine.options import RuntimeOptions
@@ -93,14 +93,15 @@ class Context:
         """Decode and frame images for `backbone`: JPEGs on its device where the settings say
         so, everything else in the decode pool; `for_ingest` adds each one's content hash and
         thumbnail."""
-        outcomes = prepare_many(
-            named_bytes,
-            pre,
-            self.settings.max_pixels,
-            self.decode_pool,
-            decode_device(self.settings.device_decode, backbone.device),
-            for_ingest=for_ingest,
-        )
+        with timed_stage("decode"):
+            outcomes = prepare_many(
+                named_bytes,
+                pre,
+                self.settings.max_pixels,
+                self.decode_pool,
+                decode_device(self.settings.device_decode, backbone.device),
+                for_ingest=for_ingest,
+            )
         for outcome in outcomes:
             if isinstance(outcome, StrataError):
                 DECODE_FAILURES.labels(type(outcome).__name__).inc()

@@ -19,6 +19,7 @@ from indexer.backbones.wordnet import check_imagenet_head, hierarchy, is_tag_key
 from indexer.catalog.collections import CollectionInfo, get_collection
 from indexer.catalog.context import Context
 from indexer.core.errors import Aborted, InvalidInput, NotFound, StrataError, quote
+from indexer.core.metrics import timed_stage
 from indexer.core.validation import check_labels, check_metadata
 from indexer.core.vocabulary import HUMAN, check_request_size
 from indexer.engine.extract import embed_prepared
@@ -189,16 +190,17 @@ def _store(
         )
         for row, (position, image) in enumerate(to_embed)
     ]
-    with ctx.sessions.begin() as session:
+    with timed_stage("write"), ctx.sessions.begin() as session:
         written = write_items(session, collection, entries, features.vectors)
     # Committed: now the derived FAISS indexes, then acknowledge.
     ids = np.array([item_id for _, item_id in written.stored], dtype=np.int64)
     rows = [row for row, _ in written.stored]
-    for depth in collection.depths:
-        index = indexes[depth.name]
-        if written.replaced_ids:
-            index.remove(np.array(written.replaced_ids, dtype=np.int64))
-        index.add(ids, features.vectors[depth.layer][rows])
+    with timed_stage("index_add"):
+        for depth in collection.depths:
+            index = indexes[depth.name]
+            if written.replaced_ids:
+                index.remove(np.array(written.replaced_ids, dtype=np.int64))
+            index.add(ids, features.vectors[depth.layer][rows])
     for row, (position, _) in enumerate(to_embed):
         status, item_id = written.outcomes[row]
         results[position] = AddResult(inputs[position].uri, status, item_id)

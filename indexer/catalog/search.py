@@ -11,6 +11,7 @@ import numpy as np
 from indexer.catalog.collections import CollectionInfo, get_collection
 from indexer.catalog.context import Context
 from indexer.core.errors import InvalidInput, NotFound, StrataError, quote
+from indexer.core.metrics import timed_stage
 from indexer.core.validation import check_filter
 from indexer.core.vocabulary import check_request_size
 from indexer.engine.extract import embed_prepared
@@ -131,19 +132,20 @@ def _search(
                 session, collection.id, where.labels_any, where.metadata
             )
     raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for depth in chosen:
-        present = [i for i, v in enumerate(vectors) if depth.name in v]
-        matrix = np.stack([vectors[i][depth.name] for i in present]) if present else None
-        if matrix is None:
-            continue
-        index = ctx.indexes.get(collection.id, depth.name, depth.dim)
-        if allowed is not None and len(allowed) == 0:
-            continue
-        scores, ids = index.search(matrix, k, allowed)
-        full_scores = np.full((len(queries), scores.shape[1]), -np.inf, np.float32)
-        full_ids = np.full((len(queries), ids.shape[1]), -1, np.int64)
-        full_scores[present], full_ids[present] = scores, ids
-        raw[depth.name] = (full_scores, full_ids)
+    with timed_stage("index_search"):
+        for depth in chosen:
+            present = [i for i, v in enumerate(vectors) if depth.name in v]
+            matrix = np.stack([vectors[i][depth.name] for i in present]) if present else None
+            if matrix is None:
+                continue
+            index = ctx.indexes.get(collection.id, depth.name, depth.dim)
+            if allowed is not None and len(allowed) == 0:
+                continue
+            scores, ids = index.search(matrix, k, allowed)
+            full_scores = np.full((len(queries), scores.shape[1]), -np.inf, np.float32)
+            full_ids = np.full((len(queries), ids.shape[1]), -1, np.int64)
+            full_scores[present], full_ids[present] = scores, ids
+            raw[depth.name] = (full_scores, full_ids)
     return _resolve_hits(ctx, collection, queries, [d.name for d in chosen], raw)
 
 
@@ -224,7 +226,8 @@ def _resolve_hits(
     raw: dict[str, tuple[np.ndarray, np.ndarray]],
 ) -> list[QueryResult] | None:
     all_ids = sorted({int(i) for _, ids in raw.values() for i in ids.ravel() if i >= 0})
-    details = hit_reads.hit_details(ctx.engine, ctx.sessions, collection.id, all_ids)
+    with timed_stage("hit_details"):
+        details = hit_reads.hit_details(ctx.engine, ctx.sessions, collection.id, all_ids)
     if details is None:
         return None
     results = []

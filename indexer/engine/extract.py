@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from indexer.core.metrics import FORWARD_BATCH_IMAGES, IMAGES_EMBEDDED
+from indexer.core.metrics import FORWARD_BATCH_IMAGES, IMAGES_EMBEDDED, timed_stage
 from indexer.core.vocabulary import DEFAULT_POOLING, check_pooling
 from indexer.engine.factory import canonical_layers
 from indexer.engine.loader import LoadedBackbone
@@ -57,7 +57,7 @@ def extract(
     pixels = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.asarray(batch))
     if len(pixels) == 0:
         raise ValueError("extract needs at least one image")
-    with backbone.lock:
+    with backbone.lock, timed_stage("forward"):  # the pass, not the wait for the lock
         outputs = engine.run(pixels)
     vectors = {name: outputs[order.index(name)] for name in wanted}
     return Features(vectors, outputs[len(order)] if with_logits else None)
