@@ -110,6 +110,9 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, limit: int, per_client: int, idle_timeout_s: float):
         self.admission = Admission(limit, per_client)
         self.idle_timeout_s = idle_timeout_s
+        # method -> (the inner handler, its wrapped form): built once per method, not per call
+        # (the servicers' handlers are fixed, so the interceptor outside can keep its own).
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, Any]] = {}
 
     async def intercept_service(
         self,
@@ -119,7 +122,13 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        return _wrap(handler, handler_call_details.method, self)
+        method = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = _wrap(handler, method, self)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
 
 def _wrap(handler: grpc.RpcMethodHandler, method: str, guard: AdmissionInterceptor) -> Any:

@@ -46,6 +46,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        # method -> (the inner handler, its wrapped form): built once per method, not per call.
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -56,6 +58,14 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = str(handler_call_details.method)
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped_handler = self._wrap_handler(method, handler)
+        self._wrapped[method] = (handler, wrapped_handler)
+        return wrapped_handler
+
+    def _wrap_handler(self, method: str, handler: Any) -> Any:
         shape = (handler.request_streaming, handler.response_streaming)
         kind = {
             (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
