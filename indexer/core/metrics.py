@@ -35,9 +35,10 @@ STAGES = ("decode", "forward", "index_search", "hit_details", "write", "index_ad
 STAGE_SECONDS = Histogram(
     "strata_stage_seconds",
     "Wall seconds of one call of a stage of the library's work, by stage: decode (images "
-    "decoded and framed, a batch or one query), forward (one forward pass), index_search "
-    "(FAISS at every depth of a search), hit_details (the SQL lookup of a search's hits), "
-    "write (an ingest batch's SQL transaction, commit included), index_add (its FAISS adds)",
+    "decoded and framed, a batch or one query; for ingest with thumbnails and content "
+    "hashes), forward (one forward pass), index_search (FAISS at every depth of a search), "
+    "hit_details (the SQL lookup of a search's hits), write (an ingest batch's SQL "
+    "transaction, commit included), index_add (its FAISS adds)",
     ["stage"],
     buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
