@@ -32,7 +32,6 @@ import dataclasses
 import json
 import os
 import platform
-import resource
 import sys
 import threading
 import time
@@ -100,14 +99,19 @@ class Mixture:
 
 
 def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    """This process's own peak (VmHWM; getrusage's ru_maxrss keeps a parent's peak across exec)."""
+    return _status_kib("VmHWM:") / 1024**2
 
 
 def rss_gb() -> float:
+    return _status_kib("VmRSS:") / 1024**2
+
+
+def _status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024**2
-    return 0.0
+        if line.startswith(field):
+            return int(line.split()[1])
+    return 0
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:

@@ -2,9 +2,13 @@
 image comes through.
 
 A finding is any exception other than `InvalidImage`, a crash in a C decoder, a hang
-(-timeout) or a memory blow-up (-rss_limit_mb); an accepted image must come out RGB and
-within the pixel limit. Pillow's allowed plugins and the decoder module are instrumented
-so coverage guides the mutations.
+(-timeout) or a memory blow-up; an accepted image must come out RGB and within the pixel limit.
+Memory is judged per input: the harness caps its own address space (ADDRESS_SPACE), so an
+input whose decode would need more raises MemoryError and libFuzzer saves that very input as
+a crash. (libFuzzer's -rss_limit_mb samples peak RSS once a second and saves whichever input
+happens to be running, and a process inherits its parent's peak RSS through exec.)
+Pillow's allowed plugins and the decoder module are instrumented so coverage guides the
+mutations.
 
     python fuzz/fuzz_decode.py --make-seeds fuzz/corpus      # small seed images, every format
     python fuzz/fuzz_decode.py -max_total_time=600 fuzz/corpus   # libFuzzer flags, corpus dirs
@@ -14,6 +18,7 @@ so coverage guides the mutations.
 from __future__ import annotations
 
 import io
+import resource
 import sys
 from pathlib import Path
 
@@ -36,6 +41,10 @@ with atheris.instrument_imports(include=["PIL", "indexer"]):
     from indexer.imaging.decode import decode_image
 
 MAX_PIXELS = 4_000_000
+#: The harness's whole address space, ~160 MB of it taken before the first input. An accepted
+#: image of MAX_PIXELS needs tens of MB at its widest mode, so a decode that hits this cap is
+#: a finding.
+ADDRESS_SPACE = 2 << 30
 
 
 def test_one_input(data: bytes) -> None:
@@ -98,6 +107,7 @@ def main(argv: list[str]) -> None:
             (folder / name).write_bytes(data)
         print(f"wrote {len(seed_images())} seed images to {folder}")
         return
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
     atheris.Setup(argv, test_one_input)
     atheris.Fuzz()
 

@@ -25,7 +25,8 @@ from PIL import ExifTags, Image, ImageFile
 
 from indexer.core.errors import InvalidImage, quote
 from indexer.core.vocabulary import MAX_PIXELS
-from indexer.imaging.turbo import jpeg_pixels, upright
+from indexer.imaging.orientation import upright_array
+from indexer.imaging.turbo import jpeg_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def decode_image(
                 orientation = exif_orientation(src, name)
                 source: Image.Image | np.ndarray
                 if pixels is not None:
-                    source = upright(pixels, orientation)
+                    source = upright_array(pixels, orientation)
                 else:
                     # Turned after the conversion to 8-bit RGB, the cheapest copy to turn.
                     source = _to_rgb(src, name)

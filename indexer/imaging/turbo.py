@@ -18,9 +18,6 @@ import logging
 
 import numpy as np
 import simplejpeg
-import torch
-
-from indexer.imaging.orientation import upright as turn_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +53,3 @@ def jpeg_pixels(
 def _reduced(size: tuple[int, int], factor: int) -> tuple[int, int]:
     """A side scaled by 1/factor, rounded up, as libjpeg and Pillow's draft both size it."""
     return (-(-size[0] // factor), -(-size[1] // factor))
-
-
-def upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
-    """HxWx3 `pixels` turned by the EXIF `orientation` (1: as they are), C-contiguous and
-    writable."""
-    if orientation == 1:
-        return pixels
-    turned = turn_tensor(torch.from_numpy(pixels).permute(2, 0, 1), orientation)
-    return turned.permute(1, 2, 0).contiguous().numpy()
