@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A longer fuzzing run of the image decoder: seeds the corpus, then fuzzes for SECONDS
-# (default 600) with a 2 GB memory limit and 10 s per input. Findings land in
-# fuzz/artifacts/ (crash-*, timeout-*, oom-*); reproduce one with
+# (default 600) with 10 s per input. Findings land in fuzz/artifacts/ (crash-*, a
+# MemoryError included: the harness caps its address space at 2 GB, so a memory blow-up
+# names its input; timeout-*; oom-*); reproduce one with
 #   python fuzz/fuzz_decode.py fuzz/artifacts/crash-...
 set -euo pipefail
 cd "$(dirname "$0")/.."
