@@ -28,6 +28,9 @@ the 10 + more labels. The strategies:
   (sigma 0.3), the second weighting each item by its uncertainty as `coverage` does, both
   with the per-class quota: a soft coverage with no ball size to choose;
 - `balanced-random`: random picks, the same number from each predicted class;
+- `eer`, `eer-quota`: expected error reduction over the harmonic function on the combined
+  features' graph (Zhu, Lafferty and Ghahramani 2003), greedily with a Schur downdate of
+  the Green's function after each pick; the second with the per-class quota;
 - `oracle-wrong`, `oracle-confident-wrong` (diagnostics, they read the true labels): random
   picks among the items the 10-label predictor gets wrong, and the most confident of them;
 - `oracle-balanced` (diagnostic): random picks, `--more` from each true class.
@@ -85,6 +88,8 @@ STRATEGIES = (
     "herding",
     "uncertainty-herding",
     "balanced-random",
+    "eer",
+    "eer-quota",
     "oracle-wrong",
     "oracle-confident-wrong",
     "oracle-balanced",
@@ -214,6 +219,89 @@ def herding(
     return np.array(picks)
 
 
+def harmonic_picks(
+    x: np.ndarray,
+    graph: Any,
+    labelled: np.ndarray,
+    label_of: np.ndarray,
+    n_classes: int,
+    candidates: np.ndarray,
+    n: int,
+    quota_group: np.ndarray | None = None,
+) -> np.ndarray:
+    """Expected error reduction over the harmonic function (Zhu, Lafferty and Ghahramani
+    2003): greedily the candidate whose label, drawn from its own harmonic estimate, most
+    lowers the summed risk 1 - max_c q_i(c) of the unlabelled items; after each pick the
+    Green's function loses that row and column (a Schur downdate), so the next pick sees
+    what this one already settles."""
+    size = len(x)
+    rows = np.repeat(np.arange(size), graph.neighbours.shape[1])
+    cols = graph.neighbours.reshape(-1)
+    sims = graph.similarities.reshape(-1).astype(np.float64)
+    keep = cols >= 0
+    rows, cols, sims = rows[keep], cols[keep], sims[keep]
+    distance2 = np.clip(2.0 - 2.0 * sims, 0.0, None)
+    sigma2 = float(np.mean(distance2))
+    w = np.zeros((size, size))
+    w[rows, cols] = np.exp(-distance2 / sigma2)
+    w = np.maximum(w, w.T)
+    unl = np.ones(size, bool)
+    unl[labelled] = False
+    u = np.flatnonzero(unl)
+    lap = np.diag(w.sum(axis=1)) - w
+    reg = 1e-3 * float(w.sum(axis=1).mean())
+    g = np.linalg.inv(lap[np.ix_(u, u)] + reg * np.eye(len(u)))
+    y = np.zeros((len(labelled), n_classes))
+    y[np.arange(len(labelled)), label_of[labelled]] = 1.0
+    f = g @ (w[np.ix_(u, labelled)] @ y)
+    f = f / np.maximum(f.sum(axis=0, keepdims=True), 1e-12)  # class mass normalisation
+    q = f / np.maximum(f.sum(axis=1, keepdims=True), 1e-12)
+    risk = 1.0 - q.max(axis=1)
+    pos = {int(item): j for j, item in enumerate(u)}
+    cand = np.array([pos[int(c)] for c in candidates])
+    live = np.ones(len(u), bool)  # unlabelled and not picked
+    open_ = np.ones(len(cand), bool)
+    groups = int(quota_group.max()) + 1 if quota_group is not None else 1
+    quota = -(-n // groups)
+    taken = np.zeros(groups, np.int64)
+    eye = np.eye(n_classes)
+    near = 128
+    picks: list[int] = []
+    for _ in range(n):
+        gain = np.full(len(cand), np.inf)
+        allowed = open_.copy()
+        if quota_group is not None:
+            allowed &= taken[quota_group] < quota
+            if not allowed.any():
+                allowed = open_.copy()
+        todo = np.flatnonzero(allowed)
+        for start in range(0, len(todo), 256):
+            part = todo[start : start + 256]
+            ks = cand[part]
+            col = g[:, ks].T * live[None, :]  # (K, U)
+            top = np.argpartition(-col, near, axis=1)[:, :near]  # (K, M)
+            frac = np.take_along_axis(col, top, axis=1) / g[ks, ks][:, None]  # (K, M)
+            fm = q[top]  # (K, M, C)
+            delta = eye[None, :, :] - q[ks][:, None, :]  # (K, Y, C)
+            after = fm[:, None, :, :] + frac[:, None, :, None] * delta[:, :, None, :]
+            after = np.clip(after, 0.0, None)
+            r_after = 1.0 - after.max(axis=3) / np.maximum(after.sum(axis=3), 1e-12)
+            change = (r_after - risk[top][:, None, :]).sum(axis=2)  # (K, Y)
+            expected = (q[ks] * change).sum(axis=1) - risk[ks]
+            gain[part] = expected
+        best = int(np.argmin(gain))
+        k = cand[best]
+        picks.append(int(candidates[best]))
+        open_[best] = False
+        if quota_group is not None:
+            taken[quota_group[best]] += 1
+        live[k] = False
+        risk[k] = 0.0
+        gk = g[:, k].copy()
+        g -= np.outer(gk, gk) / gk[k]
+    return np.array(picks)
+
+
 def per_class(
     rng: np.random.Generator, candidates: np.ndarray, classes_of: np.ndarray, n: int, k: int
 ) -> np.ndarray:
@@ -268,6 +356,8 @@ def pick(
         return rng.choice(candidates, n, replace=False)
     if strategy == "typiclust":
         return typiclust(s, labelled, candidates, n, seed)
+    if strategy == "eer":
+        return harmonic_picks(s.x, s.graph, labelled, s.y, len(s.classes), candidates, n)
     if strategy == "oracle-balanced":
         return per_class(rng, candidates, s.y[candidates], n, len(s.classes))
     weight, predicted = margins(s, labelled, seed)
@@ -280,6 +370,9 @@ def pick(
             graph = exact_graph(np.ascontiguousarray(own, np.float32), DEVICE)
         picks, _ = weighted_coverage(graph, candidates, labelled, weight, n, predicted)
         return np.array(picks)
+    if strategy == "eer-quota":
+        group = predicted[candidates]
+        return harmonic_picks(s.x, s.graph, labelled, s.y, len(s.classes), candidates, n, group)
     if strategy == "balanced-random":
         return per_class(rng, candidates, predicted[candidates], n, len(s.classes))
     if strategy.endswith("herding"):
