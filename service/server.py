@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from indexer.catalog.context import Context
 from indexer.catalog.reconcile import reconcile_indexes
@@ -23,6 +22,7 @@ from service.generated.strata.v1 import strata_pb2, strata_pb2_grpc
 from service.insight_servicer import INSIGHT_SERVICE_NAME, add_insight_service
 from service.labels_servicer import LABELS_SERVICE_NAME, add_labels_service
 from service.limits import AdmissionInterceptor, grpc_backstop
+from service.reflection import enable_reflection
 from service.replica import Replica
 from service.servicer import StrataServicer
 from service.settings import ServiceSettings
@@ -107,14 +107,13 @@ async def create_server(
     add_browse_service(ctx, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
+    enable_reflection(
         (
             SERVICE_NAME,
             LABELS_SERVICE_NAME,
             INSIGHT_SERVICE_NAME,
             BROWSE_SERVICE_NAME,
             health.SERVICE_NAME,
-            reflection.SERVICE_NAME,
         ),
         server,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -241,6 +242,21 @@ def test_converted_graph_is_cached_on_disk(
     first = extract(fast, batch, layers)
     for layer in layers:
         np.testing.assert_array_equal(reloaded.vectors[layer], first.vectors[layer])
+
+
+def test_conversion_does_not_warn_about_tracing(fast: LoadedBackbone, tmp_path: Path) -> None:
+    """A first start converts the graph; its log carries no TorchScript deprecation notice."""
+    from indexer.engine.graph import TapGraph
+    from indexer.engine.openvino_engine import _convert
+
+    pre = fast.spec.preprocessing
+    graph = TapGraph(fast.model, layers_of(fast)[:1], "avg", False, pre.mean, pre.std)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _convert(graph, pre.crop, tmp_path / "graph.xml")
+    assert (tmp_path / "graph.xml").is_file() and (tmp_path / "graph.bin").is_file()
+    notices = [str(w.message) for w in caught if "torch.jit" in str(w.message)]
+    assert not notices, notices
 
 
 def test_engine_and_precision_settings_are_checked(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import image_samples as samples
 import numpy as np
 import pytest
 from conftest import ServerHandle
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from photos import photo, photo_crops, photo_jpeg, png
@@ -126,6 +127,41 @@ def test_reflection_lists_and_describes_the_service(server: ServerHandle) -> Non
     names = {s.name for s in listed.list_services_response.service}
     assert {"strata.v1.Strata", "grpc.health.v1.Health"} <= names
     assert described.file_descriptor_response.file_descriptor_proto, described
+
+
+def test_reflection_answers_as_v1_too(server: ServerHandle) -> None:
+    """grpcurl and other current clients ask grpc.reflection.v1 first; v1 describes the
+    service and itself in v1's own package."""
+    v1 = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+    with grpc.insecure_channel(server.address) as channel:
+        info = channel.stream_stream(
+            v1,
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        requests = [
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol="strata.v1.Labels"),
+            reflection_pb2.ServerReflectionRequest(
+                file_containing_symbol="grpc.reflection.v1.ServerReflection"
+            ),
+        ]
+        listed, labels, itself = list(info(iter(requests), timeout=30))
+    names = {s.name for s in listed.list_services_response.service}
+    assert {"strata.v1.Strata", "strata.v1.Labels", "grpc.reflection.v1.ServerReflection"} <= names
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in labels.file_descriptor_response.file_descriptor_proto
+    ]
+    assert any(f.package == "strata.v1" and "Labels" in [x.name for x in f.service] for f in files)
+    (own,) = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in itself.file_descriptor_response.file_descriptor_proto
+    ]
+    assert own.package == "grpc.reflection.v1", own.name
+    (method,) = own.service[0].method
+    assert method.input_type == ".grpc.reflection.v1.ServerReflectionRequest"
+    assert method.client_streaming and method.server_streaming
 
 
 def test_list_backbones_reports_weights(client: StrataClient) -> None:

@@ -7,8 +7,11 @@ under $STRATA_WEB_SCREENSHOTS, e.g. docs/web, when set)."""
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
+import re
+import shlex
 import subprocess
 import sys
 import urllib.error
@@ -24,7 +27,9 @@ import pytest
 from photos import colour_photos, distorted, grey_photos, jpeg, photo, photo_crops
 from web_browser import BrowserMissing, WebProcess, browser_errors, chromium, free_port, screenshot
 
+import service.web
 from service.client import ImageToAdd, StrataClient
+from service.image_files import skip_reason
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -193,24 +198,43 @@ def test_item_page_shows_labels_neighbours_and_its_place_on_the_map(
 
 
 def test_probe_page_runs_a_probe_and_draws_its_chart(
-    driver: Any, web: WebProcess, photos_collection: str, shots: Path
+    driver: Any,
+    web: WebProcess,
+    photos_collection: str,
+    grpc_client: StrataClient,
+    shots: Path,
 ) -> None:
-    page(driver, web, f"/collections/{photos_collection}/probe")
-    driver.find_element("id", "run-probe").click()
-    wait_for(driver, "document.getElementById('probe-chart').dataset.state === 'done'", 240)
-    bars = driver.find_elements("css selector", "#probe-svg rect[data-metric]")
-    assert sorted(
-        {(b.get_attribute("data-depth"), b.get_attribute("data-metric")) for b in bars}
-    ) == [(d, m) for d in ("edges", "parts", "semantics") for m in ("accuracy", "macro_f1")]
-    values = [float(b.get_attribute("data-value")) for b in bars]
-    assert all(0.0 <= v <= 1.0 for v in values)
-    assert len(driver.find_elements("css selector", "#probe-svg line.chance")) == 3
-    # Confusion matrix at the best depth: rows and columns colour, grey; 18 labelled items.
-    cells = driver.find_elements("css selector", "#confusion td")
-    assert len(cells) == 4 and sum(int(c.text) for c in cells) == 18
-    assert driver.find_element("id", "probe-progress").get_attribute("value") == "3"
-    no_js_errors(driver)
-    screenshot(driver, "probe", shots)
+    # One item of a third class: never held out, so nothing is measured for it.
+    items = grpc_client.list_items(photos_collection, page_size=1000).items
+    lonely = next(i.id for i in items if i.uri.startswith("crop/"))
+    grpc_client.set_labels(photos_collection, {lonely: "lonely"})
+    try:
+        page(driver, web, f"/collections/{photos_collection}/probe")
+        driver.find_element("id", "run-probe").click()
+        wait_for(driver, "document.getElementById('probe-chart').dataset.state === 'done'", 240)
+        bars = driver.find_elements("css selector", "#probe-svg rect[data-metric]")
+        assert sorted(
+            {(b.get_attribute("data-depth"), b.get_attribute("data-metric")) for b in bars}
+        ) == [(d, m) for d in ("edges", "parts", "semantics") for m in ("accuracy", "macro_f1")]
+        values = [float(b.get_attribute("data-value")) for b in bars]
+        assert all(0.0 <= v <= 1.0 for v in values)
+        assert len(driver.find_elements("css selector", "#probe-svg line.chance")) == 3
+        # Confusion matrix at the best depth: colour, grey and lonely; the 18 held-out items.
+        cells = driver.find_elements("css selector", "#confusion td")
+        assert len(cells) == 9 and sum(int(c.text) for c in cells) == 18
+        rows = {
+            r.find_element("css selector", "td").text: [
+                td.text for td in r.find_elements("css selector", "td")[1:]
+            ]
+            for r in driver.find_elements("css selector", "#per-class tr")[1:]
+        }
+        assert rows["lonely"] == ["—", "0"], rows
+        assert rows["colour"][0] != "—" and int(rows["colour"][1]) > 0, rows
+        assert driver.find_element("id", "probe-progress").get_attribute("value") == "3"
+        no_js_errors(driver)
+        screenshot(driver, "probe", shots)
+    finally:
+        grpc_client.clear_labels(photos_collection, [lonely])
 
 
 def _export(server: Any, collection: str) -> list[dict[str, Any]]:
@@ -358,16 +382,41 @@ def test_add_images_page_uploads_files_and_lists_failures(
     good.write_bytes(jpeg(photo("coffee").rotate(90, expand=True)))
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
     page(driver, web, f"/collections/{photos_collection}/add")
-    driver.find_element("id", "add-files").send_keys(f"{good}\n{bad}")
+    assert not driver.find_element("id", "add-skipped-section").is_displayed()
+    driver.find_element("id", "add-files").send_keys(f"{good}\n{bad}\n{notes}")
     wait_for(driver, "document.getElementById('add-status').dataset.state === 'done'")
     assert driver.find_element("id", "add-progress").get_attribute("value") == "2"
     failures = [li.text for li in driver.find_elements("css selector", "#add-failures li")]
     assert len(failures) == 1 and failures[0].startswith("broken.jpg:"), failures
+    # The text file is not sent, and the page says so in the CLI's words.
+    skipped = [li.text for li in driver.find_elements("css selector", "#add-skipped li")]
+    assert skipped == [f"notes.txt: {skip_reason(notes)}"], skipped
+    assert "1 skipped" in driver.find_element("id", "add-status").text
     screenshot(driver, "add", shots)
     page_of_items = grpc_client.list_items(photos_collection, page_size=1000)
     assert "upload/fresh-coffee.jpg" in {i.uri for i in page_of_items.items}
     assert "upload/broken.jpg" not in {i.uri for i in page_of_items.items}
+    assert "upload/notes.txt" not in {i.uri for i in page_of_items.items}
+
+
+@pytest.mark.database_free
+def test_commands_the_web_app_shows_parse_with_the_cli() -> None:
+    """A hint on a page is a command someone will paste: each must parse as `strata` does."""
+    from service.cli.main import build_parser
+
+    web_root = Path(service.web.__file__).parent
+    pages = [*(web_root / "templates").glob("*.html"), *(web_root / "static" / "js").glob("*.js")]
+    hint = re.compile(r"<code>(strata [^<]+)</code>")
+    shown = [html.unescape(m) for p in pages for m in hint.findall(p.read_text())]
+    assert shown, "the empty collections page shows how to create and fill one"
+    for command in shown:
+        try:
+            build_parser().parse_args(shlex.split(command)[1:])
+        except SystemExit as exc:
+            raise AssertionError(f"the web app shows {command!r}, which strata rejects") from exc
 
 
 def test_bulk_tab_labels_a_shift_click_range(

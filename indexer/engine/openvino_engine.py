@@ -19,6 +19,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 #: 2 + 2, not 4 on one core).
 OPENVINO_CHUNK = 8
 
+#: PyTorch's notice on torch.jit.trace and trace_method (silenced while converting).
+TRACE_DEPRECATED = r"`torch\.jit\.trace(_method)?` is deprecated"
 _OV_PRECISION = {"auto": "f32", "fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 
 
@@ -180,16 +183,20 @@ def _convert(graph: TapGraph, crop: int, xml: Path) -> None:
     from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
 
     example = torch.zeros(2, crop, crop, 3, dtype=torch.uint8)
-    with torch.inference_mode():
-        traced = torch.jit.trace(graph, example, check_trace=False)
-    frontend = FrontEndManager().load_by_framework("pytorch")
-    decoder = TorchScriptPythonDecoder(traced)  # must outlive convert(): the C++ side uses it
-    source = frontend.load(decoder)
-    (pixels,) = source.get_inputs()
-    source.set_partial_shape(pixels, ov.PartialShape([-1, crop, crop, 3]))
-    source.set_element_type(pixels, ov.Type.u8)
-    model = frontend.convert(source)
-    del decoder
+    with warnings.catch_warnings():
+        # OpenVINO's PyTorch frontend reads TorchScript, so tracing is the route here; the
+        # deprecation notice only alarms whoever reads the server's first start-up log.
+        warnings.filterwarnings("ignore", TRACE_DEPRECATED, FutureWarning)
+        with torch.inference_mode():
+            traced = torch.jit.trace(graph, example, check_trace=False)
+        frontend = FrontEndManager().load_by_framework("pytorch")
+        decoder = TorchScriptPythonDecoder(traced)  # must outlive convert(): C++ uses it
+        source = frontend.load(decoder)
+        (pixels,) = source.get_inputs()
+        source.set_partial_shape(pixels, ov.PartialShape([-1, crop, crop, 3]))
+        source.set_element_type(pixels, ov.Type.u8)
+        model = frontend.convert(source)
+        del decoder
     xml.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=xml.parent, prefix=".convert-"))
     try:

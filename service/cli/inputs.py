@@ -7,40 +7,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from indexer.core.vocabulary import DEFAULT_FOLDS
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+from service.image_files import is_image_file, skip_reason
 
 
 class UsageError(Exception):
     """Bad command-line input found before any call to the server."""
-
-
-#: Formats people expect to be images that Strata does not decode (vector, camera raw,
-#: HEIF family, layered editors' files): reported by name instead of skipped in silence.
-UNSUPPORTED_IMAGE_SUFFIXES = {
-    **dict.fromkeys((".svg", ".svgz"), "SVG"),
-    **dict.fromkeys((".eps", ".ps", ".ai"), "PostScript/EPS"),
-    **dict.fromkeys((".heic", ".heif"), "HEIC/HEIF"),
-    ".avif": "AVIF",
-    ".jxl": "JPEG XL",
-    ".jp2": "JPEG 2000",
-    ".psd": "Photoshop",
-    ".xcf": "GIMP",
-    ".ico": "icon",
-    ".pdf": "PDF",
-    **dict.fromkeys(
-        (".raw", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".srw", ".pef"),
-        "camera RAW",
-    ),
-}
-
-
-def skip_reason(path: Path) -> str:
-    """Why a file found in a folder is not sent."""
-    kind = UNSUPPORTED_IMAGE_SUFFIXES.get(path.suffix.lower())
-    if kind is not None:
-        return f"unsupported image format ({kind}); convert it to JPEG, PNG or WebP to index it"
-    return f"not an image file by its suffix ({path.suffix or 'none'})"
 
 
 def scan_paths(paths: Sequence[str]) -> tuple[list[Path], list[dict[str, str]]]:
@@ -54,7 +25,7 @@ def scan_paths(paths: Sequence[str]) -> tuple[list[Path], list[dict[str, str]]]:
             for p in sorted(path.rglob("*")):
                 if not p.is_file():
                     continue
-                if p.suffix.lower() in IMAGE_SUFFIXES:
+                if is_image_file(p):
                     found.append(p)
                 elif not p.name.startswith("."):  # .DS_Store and friends are no one's image
                     skipped.append({"uri": str(p), "reason": skip_reason(p)})

@@ -12,6 +12,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from indexer.core.vocabulary import HUMAN, PREDICTED, UNLABELLED
+from service import image_files
 from service.client import StrataClient, StrataClientError
 from service.web import views
 from service.web.security import (
@@ -119,6 +120,14 @@ async def add(request: Request) -> Response:
         "add.html",
         collection=await _collection(request),
         max_upload=request.app.state.gateway.settings.max_upload_bytes,
+        # The CLI's rule for which files are images (service/image_files.py): a folder
+        # upload skips, and names, the same files `strata index` skips.
+        file_rules={
+            "image_suffixes": sorted(image_files.IMAGE_SUFFIXES),
+            "unsupported": image_files.UNSUPPORTED_IMAGE_SUFFIXES,
+            "unsupported_reason": image_files.UNSUPPORTED_REASON,
+            "not_an_image_reason": image_files.NOT_AN_IMAGE_REASON,
+        },
     )
 
 

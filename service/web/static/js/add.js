@@ -1,13 +1,43 @@
-// Add images: one upload per file (bounded by the server), a progress bar, failures listed.
+// Add images: one upload per file (bounded by the server), a progress bar, failures listed,
+// and the files that are not images named with the reason, by the CLI's rule (add-rules).
 import { apiUrl, call, el } from "./common.js";
 
 const progress = document.getElementById("add-progress");
 const status = document.getElementById("add-status");
 const failures = document.getElementById("add-failures");
+const skippedList = document.getElementById("add-skipped");
+const rules = JSON.parse(document.getElementById("add-rules").textContent);
 const PARALLEL = 3;
 
+function suffixOf(name) {
+  const base = name.split("/").pop();
+  const dot = base.lastIndexOf(".");
+  return dot > 0 ? base.slice(dot).toLowerCase() : "";
+}
+
+// null when the file is sent, else why not (the wording of `strata index`).
+function skipReason(file) {
+  const suffix = suffixOf(file.name);
+  if (rules.image_suffixes.includes(suffix)) return null;
+  const kind = rules.unsupported[suffix];
+  if (kind) return rules.unsupported_reason.replace("{kind}", kind);
+  // No suffix the rule knows, but the browser says image: let the server's decoder judge.
+  if (suffix === "" && file.type.startsWith("image/")) return null;
+  return rules.not_an_image_reason.replace("{suffix}", suffix || "none");
+}
+
 async function upload(files) {
-  const images = [...files].filter((f) => f.type.startsWith("image/") || /\.(jpe?g|png|webp|gif|bmp|tiff?)$/i.test(f.name));
+  const images = [];
+  const skipped = [];
+  for (const file of files) {
+    const name = file.webkitRelativePath || file.name;
+    if (name.split("/").pop().startsWith(".")) continue; // .DS_Store and friends, as the CLI
+    const reason = skipReason(file);
+    if (reason === null) images.push(file);
+    else skipped.push(el("li", { text: `${name}: ${reason}` }));
+  }
+  skippedList.replaceChildren(...skipped);
+  document.getElementById("add-skipped-section").hidden = skipped.length === 0;
   const labels = document.getElementById("add-labels").value.trim();
   progress.hidden = false;
   progress.max = images.length || 1;
@@ -16,7 +46,7 @@ async function upload(files) {
   const counts = { added: 0, replaced: 0, unchanged: 0, failed: 0 };
   let next = 0;
   const show = () => {
-    status.textContent = `${progress.value}/${images.length} · ${counts.added} added, ${counts.replaced} replaced, ${counts.unchanged} unchanged, ${counts.failed} failed`;
+    status.textContent = `${progress.value}/${images.length} · ${counts.added} added, ${counts.replaced} replaced, ${counts.unchanged} unchanged, ${counts.failed} failed, ${skipped.length} skipped`;
   };
   async function worker() {
     while (next < images.length) {

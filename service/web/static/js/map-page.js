@@ -77,8 +77,10 @@ function renderLegend(mode, counts) {
     ...entries.map((e) =>
       el("li", { "data-class": e.name, title: "click: select this class", onclick: () => selectClass(e.k) },
         swatch(state.colours[e.k]), e.name, el("span", { class: "muted", text: ` ${e.count}` }))),
-    el("li", { "data-class": "" }, swatch(UNLABELLED), "none",
-      el("span", { class: "muted", text: ` ${counts.get(-1) || 0}` })),
+    // "none" only when some point has no label (as classes with no point are left out).
+    ...(counts.get(-1)
+      ? [el("li", { "data-class": "" }, swatch(UNLABELLED), "none", el("span", { class: "muted", text: ` ${counts.get(-1)}` }))]
+      : []),
   );
   filterLegend();
 }

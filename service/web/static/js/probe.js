@@ -66,10 +66,14 @@ function drawBest(results) {
       if (v / max > 0.5) cell.style.color = "#fff";
       return cell;
     })));
-  const perClass = el("table", { class: "grid-table" },
+  const perClass = el("table", { class: "grid-table", id: "per-class" },
     el("tr", {}, el("th", { text: "class" }), el("th", { text: "accuracy" }), el("th", { text: "support" })),
     ...top.per_class.map((m) => el("tr", {}, el("td", { text: m.label }),
-      el("td", { class: "num", text: m.accuracy.toFixed(3) }), el("td", { class: "num", text: String(m.support) }))));
+      // No held-out item (a class with one label is never held out): nothing measured, not 0%.
+      m.support
+        ? el("td", { class: "num", text: m.accuracy.toFixed(3) })
+        : el("td", { class: "num muted", text: "—", title: "no held-out item of this class: label at least two to measure it" }),
+      el("td", { class: "num", text: String(m.support) }))));
   best.replaceChildren(
     el("h2", { text: `Best depth: ${top.depth} (accuracy ${top.accuracy.toFixed(3)}, macro-F1 ${top.macro_f1.toFixed(3)}, ${top.n_test} held-out over ${top.folds} folds)` }),
     el("div", { class: "side-by-side" },
