@@ -219,6 +219,12 @@ def serve_metrics(address: str, registry: CollectorRegistry) -> Any:
     """Serve /metrics over HTTP on HOST:PORT in a background thread; returns the server
     (its `.shutdown()` stops it)."""
     host, _, port = address.rpartition(":")
-    server, _thread = start_http_server(int(port), host.strip("[]"), registry=registry)
+    try:
+        server, _thread = start_http_server(int(port), host.strip("[]"), registry=registry)
+    except OSError as exc:
+        raise OSError(
+            f"cannot serve metrics on {address}: {exc.strerror or exc}; choose another "
+            "address with --metrics-listen or STRATA_METRICS_LISTEN"
+        ) from exc
     log.info("metrics on http://%s/metrics", address)
     return server

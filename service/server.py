@@ -97,6 +97,9 @@ async def create_server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            # gRPC shares a port between servers by default (SO_REUSEPORT): a second
+            # `strata serve` on a busy address would start and take half the connections.
+            ("grpc.so_reuseport", 0),
         ],
         interceptors=interceptors,
         maximum_concurrent_rpcs=grpc_backstop(settings.max_concurrent_requests),
@@ -118,13 +121,19 @@ async def create_server(
         server,
     )
     where = address or settings.listen
-    if credentials is not None:
-        port = server.add_secure_port(where, credentials)
-    else:
-        port = server.add_insecure_port(where)
+    try:
+        if credentials is not None:
+            port = server.add_secure_port(where, credentials)
+        else:
+            port = server.add_insecure_port(where)
+    except RuntimeError:  # grpcio's "Failed to bind"
+        port = 0
     if port == 0:
         await asyncio.to_thread(ctx.close)
-        raise OSError(f"cannot listen on {where}")
+        raise OSError(
+            f"cannot listen on {where}: the address is in use (another `strata serve`?) or "
+            "not this machine's; choose another with --listen or STRATA_LISTEN"
+        )
     _warn_if_exposed(settings, where)
     for name in HEALTH_NAMES:  # open, but not ready until the engines are warm
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -57,6 +57,28 @@ def cli(server: ServerHandle) -> Callable[..., Any]:
     return run
 
 
+def test_json_into_a_pipe_closed_early_stops_quietly(server: ServerHandle, tmp_path: Path) -> None:
+    """`strata embed ... --json | head -c 100`: no traceback when head stops reading."""
+    images = []
+    for name in ("chelsea", "coffee", "astronaut", "rocket") * 2:  # > a pipe's 64 KiB of JSON
+        images.append(str(tmp_path / f"{name}-{len(images)}.jpg"))
+        Path(images[-1]).write_bytes(photo_jpeg(name))
+    argv = ["embed", *images, "--json", "--server", server.address]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", *argv],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.read(100).startswith(b"{")
+    process.stdout.close()  # as head does after its bytes
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 141, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
 @pytest.fixture
 def collection_name(client: StrataClient) -> Iterator[str]:
     """A name for the test to create through the CLI; deleted afterwards if it exists."""

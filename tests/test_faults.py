@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -363,6 +364,26 @@ def test_out_of_range_port_is_refused(tmp_path: Path) -> None:
     assert "99999" in stderr and "out of range" in stderr
 
 
+def test_busy_listen_address_is_refused(server: ServerHandle, tmp_path: Path) -> None:
+    """gRPC would share the port (SO_REUSEPORT) and split the clients between two servers."""
+    stderr = _serve_fails("--listen", server.address, "--no-warm-up", tmp_path=tmp_path)
+    assert f"cannot listen on {server.address}" in stderr and "in use" in stderr, stderr
+    with StrataClient(server.address, timeout=30) as client:
+        client.list_collections()  # the first server still has the port
+
+
+def test_busy_metrics_address_names_the_flag(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        metrics = f"127.0.0.1:{taken.getsockname()[1]}"
+        stderr = _serve_fails(
+            *("--listen", "127.0.0.1:0", "--no-warm-up", "--metrics-listen", metrics),
+            tmp_path=tmp_path,
+        )
+    assert f"cannot serve metrics on {metrics}" in stderr and "--metrics-listen" in stderr
+
+
 def test_tls_key_of_another_certificate_says_so(tmp_path: Path) -> None:
     pytest.importorskip("cryptography", reason="cryptography makes the test certificates")
     from test_security import make_authority
@@ -393,6 +414,19 @@ def test_bad_setting_in_the_environment_is_one_line(tmp_path: Path) -> None:
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert "STRATA_BATCH_SIZE" in done.stderr
+
+
+def test_bad_boolean_setting_lists_the_words(tmp_path: Path) -> None:
+    env = {**os.environ, "STRATA_WARM_UP": "maybe"}
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", "--data", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "STRATA_WARM_UP='maybe'" in done.stderr and "yes" in done.stderr, done.stderr
 
 
 def test_client_reaches_a_server_after_a_fault(server: ServerHandle) -> None:

@@ -30,6 +30,7 @@ from indexer.store.database import create_database_engine, make_session_factory
 from indexer.store.models import Item
 from service.cli.main import main as strata
 from service.client import ImageToAdd
+from service.image_files import skip_reason
 
 ray = pytest.importorskip("ray", reason="Ray Data is not installed: pip install 'strata[ray]'")
 
@@ -124,25 +125,31 @@ def test_ray_ingest_equals_server_ingest(
 
     database_url = new_database_url()
     new_collection(database_url, tmp_path / "writer")
+    notes = photo_folder / "cats" / "notes.txt"  # not sent, and said so, as by a server
+    notes.write_text("not a picture")
     out = io.StringIO()
-    with redirect_stdout(out):
-        code = strata(
-            [
-                "index",
-                str(photo_folder),
-                "--collection",
-                "photos",
-                "--labels-from-folders",
-                "--ray",
-                "local",
-                "--database",
-                database_url,
-                "--json",
-                "--quiet",
-            ]
-        )
+    try:
+        with redirect_stdout(out):
+            code = strata(
+                [
+                    "index",
+                    str(photo_folder),
+                    "--collection",
+                    "photos",
+                    "--labels-from-folders",
+                    "--ray",
+                    "local",
+                    "--database",
+                    database_url,
+                    "--json",
+                    "--quiet",
+                ]
+            )
+    finally:
+        notes.unlink()
     assert out.getvalue(), f"strata index --ray printed nothing (exit {code})"
     document = json.loads(out.getvalue())
+    assert document["skipped"] == [{"uri": str(notes), "reason": skip_reason(notes)}]
     assert code == 1  # some files failed, as `strata index` says it
     assert document["added"] == COUNT and document["replaced"] == 0
     # Bad files reported with the server's words.

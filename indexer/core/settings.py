@@ -133,5 +133,8 @@ def _parse(name: str, annotation: object, raw: str) -> Any:
             pairs = (item.split("=", 1) for item in raw.split(",") if item)
             return {k.strip(): Path(v.strip()) for k, v in pairs}
     except ValueError as exc:
-        raise SettingsError(f"STRATA_{name.upper()}={raw!r} is not a valid {kind}") from exc
+        raise SettingsError(
+            f"STRATA_{name.upper()}={raw!r} is not a valid {kind}"
+            + (f": use one of {', '.join(sorted(_TRUE | _FALSE))}" if kind == "bool" else "")
+        ) from exc
     return raw

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from service.cli.index_report import report_index
 from service.cli.inputs import UsageError, scan_paths
-from service.cli.output import emit
 from service.client import ImageToAdd, StrataClient
 
 #: Upload streams of `strata index` (bench/README: ingest, streams).
@@ -24,7 +24,7 @@ def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
     if args.ray:  # on a Ray cluster, straight into the database; no server involved
         from service.cli.ray_index import cmd_index_ray
 
-        return cmd_index_ray(args, paths)
+        return cmd_index_ray(args, paths, skipped)
     if args.database:
         raise UsageError("--database goes with --ray (without it, the server writes)")
     if args.streams < 1:
@@ -70,25 +70,7 @@ def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
                 for done in [pool.submit(stream, share, bar) for share in shares if share]:
                     done.result()  # a stream's error (server gone...) ends the command
         bar.update(len(paths) - bar.n)
-    document = {
-        "added": counts["added"],
-        "replaced": counts["replaced"],
-        "unchanged": counts["unchanged"],
-        "failed": failed,
-        # Files of the folders given that were not sent, each with the reason.
-        "skipped": skipped,
-    }
-    emit(
-        args,
-        document,
-        lambda: (
-            f"added {counts['added']}, replaced {counts['replaced']}, unchanged "
-            f"{counts['unchanged']}, failed {len(failed)}, skipped {len(skipped)}"
-            + "".join(f"\n  {f['error']}" for f in failed)  # each error names its file
-            + "".join(f"\n  skipped {s['uri']}: {s['reason']}" for s in skipped)
-        ),
-    )
-    return 1 if failed else 0
+    return report_index(args, counts, failed, skipped)
 
 
 def register(commands: argparse._SubParsersAction, client_options: argparse.ArgumentParser) -> None:

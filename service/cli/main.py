@@ -72,6 +72,10 @@ def _read_pem(path: str | None) -> bytes | None:
     return Path(path).read_bytes() if path else None
 
 
+#: The exit status of a process a closed pipe stopped (128 + SIGPIPE), as shells report it.
+SIGPIPE_STATUS = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.run is serve.cmd_serve:
@@ -88,6 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             certificate_chain=_read_pem(args.cert),
         ) as client:
             return int(args.run(args, client))
+    except BrokenPipeError:
+        # The reader went away (`strata ... --json | head`): stop quietly, as `cat` would.
+        # stdout goes to /dev/null so that the interpreter's last flush does not fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_STATUS
     except (StrataClientError, UsageError, OSError) as exc:
         if isinstance(exc, StrataClientError):
             code, message = exc.code, exc.details

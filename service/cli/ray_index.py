@@ -12,13 +12,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from indexer.core.errors import StrataError
+from service.cli.index_report import report_index
 from service.cli.inputs import UsageError
-from service.cli.output import emit
 from service.client import StrataClientError
 from service.errors import details, status_for
 
 
-def cmd_index_ray(args: argparse.Namespace, paths: list[Path]) -> int:
+def cmd_index_ray(
+    args: argparse.Namespace, paths: list[Path], skipped: list[dict[str, str]]
+) -> int:
     from indexer.core.settings import Settings
     from indexer.distributed import ray_ingest
 
@@ -69,19 +71,9 @@ def cmd_index_ray(args: argparse.Namespace, paths: list[Path]) -> int:
         }
         for f in progress.failures
     ]
-    document = {
+    counts = {
         "added": progress.added,
         "replaced": progress.replaced,
         "unchanged": progress.unchanged,
-        "failed": failed,
     }
-    emit(
-        args,
-        document,
-        lambda: (
-            f"added {progress.added}, replaced {progress.replaced}, unchanged "
-            f"{progress.unchanged}, failed {len(failed)}"
-            + "".join(f"\n  {f['error']}" for f in failed)
-        ),
-    )
-    return 1 if failed else 0
+    return report_index(args, counts, failed, skipped)
