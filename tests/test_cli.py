@@ -79,6 +79,14 @@ def test_json_into_a_pipe_closed_early_stops_quietly(server: ServerHandle, tmp_p
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
 
 
+def test_backbones_text_says_where_missing_weights_go(server: ServerHandle) -> None:
+    listed = json.loads(strata("backbones", "--server", server.address, "--json").stdout)
+    text = strata("backbones", "--server", server.address).stdout
+    for backbone in listed["backbones"]:
+        line = f"  {backbone['name']}: {backbone['weights']}"
+        assert (line in text) != backbone["weights_available"], (backbone, text)
+
+
 @pytest.fixture
 def collection_name(client: StrataClient) -> Iterator[str]:
     """A name for the test to create through the CLI; deleted afterwards if it exists."""
@@ -117,6 +125,26 @@ def test_index_over_several_streams_stores_each_file_once_and_reports_as_one(
     assert again["added"] == 0 and again["unchanged"] == 4  # more streams than files
     rc, refused = cli("index", "photos", "--collection", collection_name, "--streams", "0", cwd=cwd)
     assert rc == 2 and "--streams" in refused["error"]["message"]
+
+
+def test_index_meta_tags_the_images_it_adds(
+    cli: Callable[..., Any], collection_name: str, photo_tree: Path
+) -> None:
+    cwd = photo_tree.parent
+    assert cli("collections", "create", collection_name)[0] == 0
+    meta = ("--meta", "half=odd", "--meta", "shot=a=b")  # the value keeps any further '='
+    rc, _ = cli("index", "photos/space", "--collection", collection_name, *meta, cwd=cwd)
+    assert rc == 0
+    rc, _ = cli("index", "photos/drinks", "--collection", collection_name, cwd=cwd)
+    assert rc == 0
+    rc, odd = cli("items", "list", "--collection", collection_name, "--meta", "half=odd")
+    assert rc == 0 and sorted(i["uri"] for i in odd["items"]) == [
+        "photos/space/astronaut.png",
+        "photos/space/rocket.JPG",
+    ]
+    assert all(i["metadata"] == {"half": "odd", "shot": "a=b"} for i in odd["items"]), odd
+    rc, refused = cli("index", "photos", "--collection", collection_name, "--meta", "odd", cwd=cwd)
+    assert rc == 2 and "KEY=VALUE" in refused["error"]["message"]
 
 
 def test_layers_json(cli: Callable[..., Any]) -> None:

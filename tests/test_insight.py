@@ -349,8 +349,24 @@ def _cell_centre(grid: Image.Image, row: int, column: int) -> tuple[int, ...]:
     return tuple(grid.convert("RGB").getpixel((x, y)))  # type: ignore[arg-type]
 
 
+@pytest.mark.database_free
+def test_grid_captions_keep_their_spaces() -> None:
+    """Pillow's bitmap default drew a space 1 px wide: "#19 0.325" read as "#190.325"."""
+    from PIL import ImageDraw
+
+    from service.cli.pictures import _caption_font
+
+    draw = ImageDraw.Draw(Image.new("RGB", (10, 10)))
+    font = _caption_font()
+    assert draw.textlength("#19 0.325", font=font) - draw.textlength("#190.325", font=font) >= 3
+
+
 def test_search_out_writes_a_grid_of_the_right_size(
-    cli: Callable[..., Any], collection: str, tmp_path: Path
+    cli: Callable[..., Any],
+    collection: str,
+    tmp_path: Path,
+    server: ServerHandle,
+    capsys: pytest.CaptureFixture[str],
 ):
     files = []
     for name in ("chelsea", "coffee", "astronaut", "rocket", "camera"):
@@ -371,6 +387,11 @@ def test_search_out_writes_a_grid_of_the_right_size(
         for row in range(3):
             for column in range(4):
                 assert _cell_centre(grid, row, column) != MISSING
+    # The text output says where the picture went, as `channels --out` does.
+    text = [*map(str, ("search", files[0], "--collection", collection, "-k", "1"))]
+    capsys.readouterr()
+    assert strata_main([*text, "--out", str(out), "--server", server.address]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(f"grid: {out}")
     # By stored id too, and a wrong suffix is a usage error, not a silent JPEG.
     code, document = cli("search", "--id", "1", "--collection", collection, "--out", "x.jpg")
     assert code == 2

@@ -137,6 +137,8 @@ def test_ray_ingest_equals_server_ingest(
                     "--collection",
                     "photos",
                     "--labels-from-folders",
+                    "--meta",
+                    "source=ray",
                     "--ray",
                     "local",
                     "--database",
@@ -194,7 +196,9 @@ def test_ray_ingest_equals_server_ingest(
     probe = good_files(photo_folder)[3]
     with reader.client(timeout=300) as client:
         [result] = client.search("photos", [probe.read_bytes()], depths=["semantics"], k=1)
+        tagged = client.list_items("photos", page_size=1000, metadata={"source": "ray"})
     assert result.results[0].hits[0].uri == str(probe)
+    assert tagged.total == COUNT  # --meta, as through a server
     reader.stop()
 
 

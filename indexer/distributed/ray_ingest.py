@@ -37,6 +37,7 @@ from indexer.catalog.collections import CollectionInfo, info
 from indexer.catalog.ingest import ItemToWrite, write_items
 from indexer.core.errors import Aborted, FailedPrecondition, StrataError, quote
 from indexer.core.settings import Settings
+from indexer.core.validation import check_metadata
 from indexer.distributed.stages import (
     FAILED,
     READY,
@@ -97,6 +98,8 @@ class RayIngestOptions:
     write_batch: int = 64
     #: Also store the ImageNet top-1 WordNet tags as metadata.
     tags: bool = False
+    #: Metadata every added item gets (as AddImages' per image).
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 def require_ray() -> Any:
@@ -151,6 +154,7 @@ def ingest(
         spec = get_backbone(collection.backbone)
         if options.tags:
             check_imagenet_head(spec.categories, spec.name)
+        check_metadata(options.metadata, "metadata for every file")
         unique = list({f.uri: f for f in files}.values())
         known = _stored_hashes(sessions, collection.id, [f.uri for f in unique])
         progress = Progress(total=len(unique))
@@ -161,7 +165,7 @@ def ingest(
             for batch in dataset.iter_batches(
                 batch_size=options.write_batch, batch_format="numpy", prefetch_batches=1
             ):
-                _write(sessions, collection, batch, labels, layers, options.tags, progress)
+                _write(sessions, collection, batch, labels, layers, options, progress)
                 if on_progress is not None:
                     on_progress(progress)
         return progress
@@ -250,7 +254,7 @@ def _write(
     batch: dict[str, np.ndarray],
     labels: Mapping[str, Sequence[str]],
     layers: Sequence[str],
-    tags: bool,
+    options: RayIngestOptions,
     progress: Progress,
 ) -> None:
     """One transaction per batch; counts move only once it is committed."""
@@ -280,8 +284,8 @@ def _write(
                     int(batch["width"][i]),
                     int(batch["height"][i]),
                     labels.get(uri, ()),
-                    {},
-                    hierarchy().tags(top1) if tags and top1 >= 0 else {},
+                    options.metadata,
+                    hierarchy().tags(top1) if options.tags and top1 >= 0 else {},
                 )
             )
             rows.append(i)

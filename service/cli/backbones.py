@@ -28,7 +28,15 @@ def cmd_backbones(args: argparse.Namespace, client: StrataClient) -> int:
         (b.name, "yes" if b.weights_available else "no", b.input_size, b.description)
         for b in backbones
     ]
-    emit(args, document, lambda: table(rows, ("backbone", "weights", "input", "description")))
+    missing = [f"  {b.name}: {b.weights_hint}" for b in backbones if not b.weights_available]
+    emit(
+        args,
+        document,
+        lambda: (
+            table(rows, ("backbone", "weights", "input", "description"))
+            + ("\n\nmissing weights:\n" + "\n".join(missing) if missing else "")
+        ),
+    )
     return 0
 
 

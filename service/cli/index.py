@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from service.cli.index_report import report_index
-from service.cli.inputs import UsageError, scan_paths
+from service.cli.inputs import UsageError, parse_pairs, scan_paths
 from service.client import ImageToAdd, StrataClient
 
 #: Upload streams of `strata index` (bench/README: ingest, streams).
@@ -21,10 +21,11 @@ DEFAULT_INDEX_STREAMS = 2
 
 def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
     paths, skipped = scan_paths(args.paths)
+    metadata = dict(parse_pairs(args.meta or []))
     if args.ray:  # on a Ray cluster, straight into the database; no server involved
         from service.cli.ray_index import cmd_index_ray
 
-        return cmd_index_ray(args, paths, skipped)
+        return cmd_index_ray(args, paths, skipped, metadata)
     if args.database:
         raise UsageError("--database goes with --ray (without it, the server writes)")
     if args.streams < 1:
@@ -42,7 +43,7 @@ def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
                     failed.append({"uri": str(path), "error": f"cannot read: {exc.strerror}"})
                 continue
             labels = [path.parent.name] if args.labels_from_folders and path.parent.name else []
-            yield ImageToAdd(str(path), data, labels, tags=args.tags)
+            yield ImageToAdd(str(path), data, labels, metadata, tags=args.tags)
 
     def stream(share: Sequence[Path], bar: tqdm) -> None:
         for result in client.add_images(args.collection, images(share)):
@@ -84,6 +85,12 @@ def register(commands: argparse._SubParsersAction, client_options: argparse.Argu
         "--tags",
         action="store_true",
         help="store the ImageNet top-1 WordNet tags as metadata (search with --meta tag.dog=1)",
+    )
+    index.add_argument(
+        "--meta",
+        action="append",
+        metavar="KEY=VALUE",
+        help="metadata for every image added (repeatable); filter later with --meta KEY=VALUE",
     )
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.add_argument(

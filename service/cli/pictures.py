@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 #: Grid geometry: square cells of CELL px, a caption strip under each, a title column.
 CELL = 128
 CAPTION = 18
 TITLE_WIDTH = 112
 PAD = 4
+CAPTION_FONT_PX = 11
 BACKGROUND = (255, 255, 255)
 MISSING = (200, 200, 200)
 
@@ -41,9 +42,11 @@ def image_grid(rows: Sequence[tuple[str, Sequence[Cell]]]) -> Image.Image:
     columns = max((len(cells) for _, cells in rows), default=0)
     canvas = Image.new("RGB", grid_size(len(rows), columns), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
+    font = _caption_font()
     for r, (title, cells) in enumerate(rows):
         top = PAD + r * (CELL + CAPTION + PAD)
-        draw.text((PAD, top + CELL // 2 - 6), _fit(title, TITLE_WIDTH - PAD), fill=(0, 0, 0))
+        title = _fit(draw, font, title, TITLE_WIDTH - PAD)
+        draw.text((PAD, top + CELL // 2 - 6), title, fill=(0, 0, 0), font=font)
         for c, cell in enumerate(cells):
             left = TITLE_WIDTH + PAD + c * (CELL + PAD)
             if cell.image is None:
@@ -53,14 +56,35 @@ def image_grid(rows: Sequence[tuple[str, Sequence[Cell]]]) -> Image.Image:
                 canvas.paste(
                     tile, (left + (CELL - tile.width) // 2, top + (CELL - tile.height) // 2)
                 )
-            draw.text((left, top + CELL + 3), _fit(cell.caption, CELL), fill=(40, 40, 40))
+            caption = _fit(draw, font, cell.caption, CELL)
+            draw.text((left, top + CELL + 3), caption, fill=(40, 40, 40), font=font)
     return canvas
 
 
-def _fit(text: str, width: int) -> str:
-    """Cut `text` to about `width` px of the default 6-px-wide bitmap font."""
-    room = max(1, width // 6)
-    return text if len(text) <= room else text[: room - 1] + "…"
+def _caption_font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu Sans, which matplotlib ships (the charts' font too): Pillow's bitmap default
+    draws a space one pixel wide, so "#19 0.325" read as "#190.325"."""
+    import matplotlib
+
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    try:
+        return ImageFont.truetype(str(path), CAPTION_FONT_PX)
+    except OSError:  # a matplotlib without its fonts: Pillow's own scalable one
+        return ImageFont.load_default(size=CAPTION_FONT_PX)
+
+
+def _fit(
+    draw: ImageDraw.ImageDraw,
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    text: str,
+    width: int,
+) -> str:
+    """`text`, cut with an ellipsis to fit `width` px in `font`."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
 
 
 def overlay(framed_png: bytes, heatmap: np.ndarray, alpha: float = 0.45) -> Image.Image:

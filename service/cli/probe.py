@@ -27,7 +27,7 @@ def probe_doc(r: pb.DepthProbe) -> dict[str, Any]:
         "n_train": r.n_train,
         "n_test": r.n_test,
         "folds": r.folds,
-        "c": r.c,
+        "c": float(f"{r.c:.7g}"),  # a float32 on the wire: 0.3, not 0.30000001192092896
         "classes": list(r.classes),
         "per_class": {m.label: round(m.accuracy, 6) for m in r.per_class},
         "confusion": [list(r.confusion[i * n : (i + 1) * n]) for i in range(n)],

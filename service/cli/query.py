@@ -66,7 +66,8 @@ def cmd_search(args: argparse.Namespace, client: StrataClient) -> int:
 
     if args.out:
         document["png"] = write_search_grid(client, args.collection, queries, results, args.out)
-    emit(args, document, text)
+    # As `channels --out` says it: where the picture went.
+    emit(args, document, lambda: text() + (f"\ngrid: {document['png']}" if args.out else ""))
     return 0
 
 

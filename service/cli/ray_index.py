@@ -19,7 +19,10 @@ from service.errors import details, status_for
 
 
 def cmd_index_ray(
-    args: argparse.Namespace, paths: list[Path], skipped: list[dict[str, str]]
+    args: argparse.Namespace,
+    paths: list[Path],
+    skipped: list[dict[str, str]],
+    metadata: dict[str, str],
 ) -> int:
     from indexer.core.settings import Settings
     from indexer.distributed import ray_ingest
@@ -47,7 +50,7 @@ def cmd_index_ray(
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-    options = ray_ingest.RayIngestOptions(actors=args.ray_actors, tags=args.tags)
+    options = ray_ingest.RayIngestOptions(actors=args.ray_actors, tags=args.tags, metadata=metadata)
     with tqdm(
         total=len(files), unit="img", desc="indexing", file=sys.stderr, disable=args.quiet
     ) as bar:
