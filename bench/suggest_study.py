@@ -220,7 +220,6 @@ def herding(
 
 
 def harmonic_picks(
-    x: np.ndarray,
     graph: Any,
     labelled: np.ndarray,
     label_of: np.ndarray,
@@ -234,7 +233,11 @@ def harmonic_picks(
     lowers the summed risk 1 - max_c q_i(c) of the unlabelled items; after each pick the
     Green's function loses that row and column (a Schur downdate), so the next pick sees
     what this one already settles."""
-    size = len(x)
+    from scipy import sparse
+
+    if n > len(candidates):
+        raise ValueError(f"{n} picks asked of {len(candidates)} candidates")
+    size = len(graph.neighbours)
     rows = np.repeat(np.arange(size), graph.neighbours.shape[1])
     cols = graph.neighbours.reshape(-1)
     sims = graph.similarities.reshape(-1).astype(np.float64)
@@ -242,18 +245,18 @@ def harmonic_picks(
     rows, cols, sims = rows[keep], cols[keep], sims[keep]
     distance2 = np.clip(2.0 - 2.0 * sims, 0.0, None)
     sigma2 = float(np.mean(distance2))
-    w = np.zeros((size, size))
-    w[rows, cols] = np.exp(-distance2 / sigma2)
-    w = np.maximum(w, w.T)
+    w = sparse.csr_matrix((np.exp(-distance2 / sigma2), (rows, cols)), shape=(size, size))
+    w = w.maximum(w.T).tocsr()
+    degree = np.asarray(w.sum(axis=1)).ravel()
     unl = np.ones(size, bool)
     unl[labelled] = False
     u = np.flatnonzero(unl)
-    lap = np.diag(w.sum(axis=1)) - w
-    reg = 1e-3 * float(w.sum(axis=1).mean())
-    g = np.linalg.inv(lap[np.ix_(u, u)] + reg * np.eye(len(u)))
+    lap = (sparse.diags(degree) - w).tocsr()
+    reg = 1e-3 * float(degree.mean())
+    g = np.linalg.inv(lap[u][:, u].toarray() + reg * np.eye(len(u)))  # dense: U x U only
     y = np.zeros((len(labelled), n_classes))
     y[np.arange(len(labelled)), label_of[labelled]] = 1.0
-    f = g @ (w[np.ix_(u, labelled)] @ y)
+    f = g @ (w[u][:, labelled] @ y)
     f = f / np.maximum(f.sum(axis=0, keepdims=True), 1e-12)  # class mass normalisation
     q = f / np.maximum(f.sum(axis=1, keepdims=True), 1e-12)
     risk = 1.0 - q.max(axis=1)
@@ -265,7 +268,7 @@ def harmonic_picks(
     quota = -(-n // groups)
     taken = np.zeros(groups, np.int64)
     eye = np.eye(n_classes)
-    near = 128
+    near = min(128, len(u) - 1)
     picks: list[int] = []
     for _ in range(n):
         gain = np.full(len(cand), np.inf)
@@ -279,6 +282,7 @@ def harmonic_picks(
             part = todo[start : start + 256]
             ks = cand[part]
             col = g[:, ks].T * live[None, :]  # (K, U)
+            col[np.arange(len(ks)), ks] = 0.0  # k itself: its own risk, counted once below
             top = np.argpartition(-col, near, axis=1)[:, :near]  # (K, M)
             frac = np.take_along_axis(col, top, axis=1) / g[ks, ks][:, None]  # (K, M)
             fm = q[top]  # (K, M, C)
@@ -357,7 +361,7 @@ def pick(
     if strategy == "typiclust":
         return typiclust(s, labelled, candidates, n, seed)
     if strategy == "eer":
-        return harmonic_picks(s.x, s.graph, labelled, s.y, len(s.classes), candidates, n)
+        return harmonic_picks(s.graph, labelled, s.y, len(s.classes), candidates, n)
     if strategy == "oracle-balanced":
         return per_class(rng, candidates, s.y[candidates], n, len(s.classes))
     weight, predicted = margins(s, labelled, seed)
@@ -372,7 +376,7 @@ def pick(
         return np.array(picks)
     if strategy == "eer-quota":
         group = predicted[candidates]
-        return harmonic_picks(s.x, s.graph, labelled, s.y, len(s.classes), candidates, n, group)
+        return harmonic_picks(s.graph, labelled, s.y, len(s.classes), candidates, n, group)
     if strategy == "balanced-random":
         return per_class(rng, candidates, predicted[candidates], n, len(s.classes))
     if strategy.endswith("herding"):

@@ -35,6 +35,7 @@ NOT_AN_IMAGE_REASON = "not an image file by its suffix ({suffix})"
 
 
 def is_image_file(path: PurePath) -> bool:
+    """By its suffix alone, in any case (.JPG too); the server's decoder has the last word."""
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 

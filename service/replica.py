@@ -47,13 +47,17 @@ class Replica:
         registry = new_registry(ctx, follower)
         return cls(settings, follower, registry, MetricsInterceptor(registry))
 
+    def open_metrics(self) -> None:
+        """Serve /metrics if asked to: bound before the gRPC port opens, so a busy or bad
+        address stops the start at once rather than after the warm-up."""
+        if self.settings.metrics_listen:
+            self._metrics_server = serve_metrics(self.settings.metrics_listen, self.registry)
+
     async def start(self, health_servicer: health.aio.HealthServicer, names: Sequence[str]) -> None:
-        """Once serving: follow the log, watch the lag, serve metrics if asked to."""
+        """Once serving: follow the log, watch the lag."""
         self.follower.start()
         self._names = tuple(names)
         self._watcher = asyncio.create_task(self._watch(health_servicer))
-        if self.settings.metrics_listen:
-            self._metrics_server = serve_metrics(self.settings.metrics_listen, self.registry)
 
     async def stop(self) -> None:
         if self._watcher is not None:

@@ -8,6 +8,7 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 from dataclasses import dataclass
 
 import grpc
@@ -126,14 +127,18 @@ async def create_server(
             port = server.add_secure_port(where, credentials)
         else:
             port = server.add_insecure_port(where)
-    except RuntimeError:  # grpcio's "Failed to bind"
+    except RuntimeError:  # grpcio's "Failed to bind", which does not say why
         port = 0
-    if port == 0:
+    try:
+        if port == 0:
+            raise OSError(
+                f"cannot listen on {where}: {bind_failure(where)}; "
+                "choose another address with --listen or STRATA_LISTEN"
+            )
+        replica.open_metrics()
+    except OSError:
         await asyncio.to_thread(ctx.close)
-        raise OSError(
-            f"cannot listen on {where}: the address is in use (another `strata serve`?) or "
-            "not this machine's; choose another with --listen or STRATA_LISTEN"
-        )
+        raise
     _warn_if_exposed(settings, where)
     for name in HEALTH_NAMES:  # open, but not ready until the engines are warm
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -149,6 +154,21 @@ async def create_server(
     await replica.start(health_servicer, HEALTH_NAMES)
     running.saver = asyncio.create_task(_save_periodically(ctx, settings.index_save_interval_s))
     return running
+
+
+def bind_failure(address: str) -> str:
+    """Why `address` cannot be bound, in the system's words (in use, not this machine's,
+    a privileged port); gRPC reports only that it failed."""
+    host, _, port = address.rpartition(":")
+    try:
+        family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host.strip("[]"), int(port)))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    except (ValueError, OverflowError) as exc:
+        return str(exc)
+    return "gRPC could not bind it"
 
 
 def _warn_if_exposed(settings: ServiceSettings, address: str) -> None:

@@ -64,12 +64,8 @@ class ServiceSettings(Settings):
         if self.replica_max_lag_s <= 0:
             raise SettingsError("setting replica_max_lag_s must be positive")
         if self.metrics_listen:
-            host, sep, port = self.metrics_listen.rpartition(":")
-            if not sep or not host or not port.isdigit():
-                raise SettingsError(
-                    f"metrics address {self.metrics_listen!r} is not HOST:PORT",
-                    hint="e.g. 0.0.0.0:9464; leave it empty for no metrics",
-                )
+            example = "e.g. 0.0.0.0:9464; leave it empty for no metrics"
+            _check_address(self.metrics_listen, "metrics address", example)
         if self.log_format not in ("text", "json"):
             raise SettingsError(
                 f"log_format {self.log_format!r} is not text or json", hint="--log-format json"
@@ -81,16 +77,7 @@ class ServiceSettings(Settings):
             raise SettingsError("setting ingest_pipeline_depth must be 0 (auto) or more")
         if self.index_save_interval_s <= 0:
             raise SettingsError("setting index_save_interval_s must be positive")
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise SettingsError(
-                f"listen address {self.listen!r} is not HOST:PORT", hint="e.g. 127.0.0.1:50051"
-            )
-        if int(port) > 65535:
-            raise SettingsError(
-                f"listen address {self.listen!r}: port {port} is out of range",
-                hint="use a port from 1 to 65535 (0 picks a free one)",
-            )
+        _check_address(self.listen, "listen address", "e.g. 127.0.0.1:50051")
         if self.max_requests_per_client < 0 or self.idle_stream_timeout_s <= 0:
             raise SettingsError(
                 "max_requests_per_client must be 0 (auto) or more and idle_stream_timeout_s "
@@ -112,3 +99,14 @@ class ServiceSettings(Settings):
                 raise SettingsError(f"setting {name}: {path} is not a readable file")
         if any(not t or t != t.strip() for t in (*self.read_tokens, *self.write_tokens)):
             raise SettingsError("tokens must be non-empty and have no surrounding spaces")
+
+
+def _check_address(address: str, what: str, example: str) -> None:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise SettingsError(f"{what} {address!r} is not HOST:PORT", hint=example)
+    if int(port) > 65535:
+        raise SettingsError(
+            f"{what} {address!r}: port {port} is out of range",
+            hint="use a port from 1 to 65535 (0 picks a free one)",
+        )

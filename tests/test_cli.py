@@ -85,6 +85,8 @@ def test_backbones_text_says_where_missing_weights_go(server: ServerHandle) -> N
     for backbone in listed["backbones"]:
         line = f"  {backbone['name']}: {backbone['weights']}"
         assert (line in text) != backbone["weights_available"], (backbone, text)
+    every = all(b["weights_available"] for b in listed["backbones"])
+    assert ("missing weights:" in text) != every, text
 
 
 @pytest.fixture

@@ -347,12 +347,12 @@ def test_read_only_data_folder_is_a_clear_start_up_error(
 # -- start-up errors of `strata serve` ------------------------------------------------------
 
 
-def _serve_fails(*argv: str, tmp_path: Path) -> str:
+def _serve_fails(*argv: str, tmp_path: Path, timeout: float = 300) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "service.cli", "serve", "--data", str(tmp_path / "d"), *argv],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
@@ -362,11 +362,15 @@ def _serve_fails(*argv: str, tmp_path: Path) -> str:
 def test_out_of_range_port_is_refused(tmp_path: Path) -> None:
     stderr = _serve_fails("--listen", "127.0.0.1:99999", tmp_path=tmp_path)
     assert "99999" in stderr and "out of range" in stderr
+    metrics = ("--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:99999")
+    stderr = _serve_fails(*metrics, tmp_path=tmp_path)
+    assert "metrics address" in stderr and "out of range" in stderr
 
 
 def test_busy_listen_address_is_refused(server: ServerHandle, tmp_path: Path) -> None:
     """gRPC would share the port (SO_REUSEPORT) and split the clients between two servers."""
-    stderr = _serve_fails("--listen", server.address, "--no-warm-up", tmp_path=tmp_path)
+    # A server that started after all would run on: fail in a minute rather than in five.
+    stderr = _serve_fails("--listen", server.address, "--no-warm-up", tmp_path=tmp_path, timeout=60)
     assert f"cannot listen on {server.address}" in stderr and "in use" in stderr, stderr
     with StrataClient(server.address, timeout=30) as client:
         client.list_collections()  # the first server still has the port

@@ -108,8 +108,10 @@ def test_probe_cli_prints_json_and_writes_charts(
     assert main(argv) == 0
     document = json.loads(capsys.readouterr().out)
     assert [d["depth"] for d in document["depths"]] == ["edges", "semantics"]
-    required = {"depth", "dim", "accuracy", "macro_f1", "n_train", "n_test"}
+    required = {"depth", "dim", "accuracy", "macro_f1", "n_train", "n_test", "support"}
     assert all(required <= set(d) for d in document["depths"])
+    for depth in document["depths"]:
+        assert depth["support"] == dict.fromkeys(depth["classes"], PER_CLASS), depth
     png, svg = chart.with_suffix(".png"), chart.with_suffix(".svg")
     assert document["chart"] == [str(png), str(svg)]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -206,7 +206,7 @@ def test_probe_page_runs_a_probe_and_draws_its_chart(
 ) -> None:
     # One item of a third class: never held out, so nothing is measured for it.
     items = grpc_client.list_items(photos_collection, page_size=1000).items
-    lonely = next(i.id for i in items if i.uri.startswith("crop/"))
+    lonely = next(i.id for i in items if i.uri.startswith("crop/") and not i.labels)
     grpc_client.set_labels(photos_collection, {lonely: "lonely"})
     try:
         page(driver, web, f"/collections/{photos_collection}/probe")
@@ -311,6 +311,8 @@ def test_box_selection_on_the_map_labels_exactly_the_selected_items(
     wait_for(driver, "document.getElementById('map').dataset.points === '26'")
     legend = driver.find_element("id", "legend").text
     assert "colour" in legend and "grey" in legend
+    # The unlabelled crops: a "none" entry, shown only when some point has no label.
+    assert driver.find_elements("css selector", '#legend li[data-class=""]')
     screenshot(driver, "map", shots)
 
     # Where the points are, from the gRPC projection and the map's documented initial view
@@ -386,20 +388,33 @@ def test_add_images_page_uploads_files_and_lists_failures(
     notes.write_text("not a picture")
     page(driver, web, f"/collections/{photos_collection}/add")
     assert not driver.find_element("id", "add-skipped-section").is_displayed()
+    # Files picked one by one are all sent, as files named to `strata index`: the server
+    # says why the broken JPEG and the text file are not images.
     driver.find_element("id", "add-files").send_keys(f"{good}\n{bad}\n{notes}")
     wait_for(driver, "document.getElementById('add-status').dataset.state === 'done'")
-    assert driver.find_element("id", "add-progress").get_attribute("value") == "2"
+    assert driver.find_element("id", "add-progress").get_attribute("value") == "3"
     failures = [li.text for li in driver.find_elements("css selector", "#add-failures li")]
-    assert len(failures) == 1 and failures[0].startswith("broken.jpg:"), failures
-    # The text file is not sent, and the page says so in the CLI's words.
+    assert sorted(f.split(":")[0] for f in failures) == ["broken.jpg", "notes.txt"], failures
+    # A folder goes by the CLI's rule for folders: the text file is not sent, and the page
+    # says why in the CLI's words; a hidden file is nobody's image and is not listed.
+    folder = tmp_path / "holiday"
+    folder.mkdir()
+    (folder / "beach.jpg").write_bytes(jpeg(photo("coffee").rotate(180)))
+    (folder / "notes.txt").write_text("not a picture")
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    driver.find_element("id", "add-folder").send_keys(str(folder))
+    wait_for(driver, "document.getElementById('add-status').dataset.state === 'done'")
+    assert driver.find_element("id", "add-progress").get_attribute("value") == "1"
     skipped = [li.text for li in driver.find_elements("css selector", "#add-skipped li")]
-    assert skipped == [f"notes.txt: {skip_reason(notes)}"], skipped
+    assert skipped == [f"holiday/notes.txt: {skip_reason(notes)}"], skipped
+    assert "1 added" in driver.find_element("id", "add-status").text
     assert "1 skipped" in driver.find_element("id", "add-status").text
     screenshot(driver, "add", shots)
     page_of_items = grpc_client.list_items(photos_collection, page_size=1000)
     assert "upload/fresh-coffee.jpg" in {i.uri for i in page_of_items.items}
     assert "upload/broken.jpg" not in {i.uri for i in page_of_items.items}
     assert "upload/notes.txt" not in {i.uri for i in page_of_items.items}
+    assert "upload/holiday/beach.jpg" in {i.uri for i in page_of_items.items}
 
 
 @pytest.mark.database_free
@@ -408,7 +423,7 @@ def test_commands_the_web_app_shows_parse_with_the_cli() -> None:
     from service.cli.main import build_parser
 
     web_root = Path(service.web.__file__).parent
-    pages = [*(web_root / "templates").glob("*.html"), *(web_root / "static" / "js").glob("*.js")]
+    pages = list((web_root / "templates").glob("*.html"))
     hint = re.compile(r"<code>(strata [^<]+)</code>")
     shown = [html.unescape(m) for p in pages for m in hint.findall(p.read_text())]
     assert shown, "the empty collections page shows how to create and fill one"

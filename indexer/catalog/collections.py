@@ -114,18 +114,19 @@ def get_collection(ctx: Context, name: str, with_counts: bool = False) -> Collec
 
 def list_collections(ctx: Context) -> list[CollectionInfo]:
     """Every collection with its counts, and the live size of each FAISS index already open
-    (a server opens them all at start; listing never loads one from disk)."""
+    (a server opens all of its collections' at start, and a collection another replica
+    created once it is used; listing never loads one from disk: 0 until then)."""
     with ctx.sessions() as session:
         counted = [
             info(c, repository.count_items(session, c.id), repository.count_vectors(session, c.id))
             for c in repository.list_collections(session)
         ]
-    open_ = {key: index.ntotal for key, index in ctx.indexes.loaded().items()}
+    live = {key: index.ntotal for key, index in ctx.indexes.loaded().items()}
     return [
         replace(
             c,
             index_vectors={
-                d.name: open_[(c.id, d.name)] for d in c.depths if (c.id, d.name) in open_
+                d.name: live[(c.id, d.name)] for d in c.depths if (c.id, d.name) in live
             },
         )
         for c in counted

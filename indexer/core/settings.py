@@ -112,7 +112,7 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 def _boolean(raw: str) -> bool:
     word = raw.strip().lower()
     if word not in _TRUE | _FALSE:
-        raise ValueError(f"{raw!r}: use one of {', '.join(sorted(_TRUE | _FALSE))}")
+        raise ValueError(f"use one of {', '.join(sorted(_TRUE | _FALSE))}")
     return word in _TRUE
 
 
@@ -135,6 +135,6 @@ def _parse(name: str, annotation: object, raw: str) -> Any:
     except ValueError as exc:
         raise SettingsError(
             f"STRATA_{name.upper()}={raw!r} is not a valid {kind}"
-            + (f": use one of {', '.join(sorted(_TRUE | _FALSE))}" if kind == "bool" else "")
+            + (f": {exc}" if kind == "bool" else "")  # the words it takes
         ) from exc
     return raw

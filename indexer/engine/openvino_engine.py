@@ -183,20 +183,20 @@ def _convert(graph: TapGraph, crop: int, xml: Path) -> None:
     from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
 
     example = torch.zeros(2, crop, crop, 3, dtype=torch.uint8)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.inference_mode():
         # OpenVINO's PyTorch frontend reads TorchScript, so tracing is the route here; the
         # deprecation notice only alarms whoever reads the server's first start-up log.
+        # (Filters are process-wide: held for the trace alone, not the whole conversion.)
         warnings.filterwarnings("ignore", TRACE_DEPRECATED, FutureWarning)
-        with torch.inference_mode():
-            traced = torch.jit.trace(graph, example, check_trace=False)
-        frontend = FrontEndManager().load_by_framework("pytorch")
-        decoder = TorchScriptPythonDecoder(traced)  # must outlive convert(): C++ uses it
-        source = frontend.load(decoder)
-        (pixels,) = source.get_inputs()
-        source.set_partial_shape(pixels, ov.PartialShape([-1, crop, crop, 3]))
-        source.set_element_type(pixels, ov.Type.u8)
-        model = frontend.convert(source)
-        del decoder
+        traced = torch.jit.trace(graph, example, check_trace=False)
+    frontend = FrontEndManager().load_by_framework("pytorch")
+    decoder = TorchScriptPythonDecoder(traced)  # must outlive convert(): the C++ side uses it
+    source = frontend.load(decoder)
+    (pixels,) = source.get_inputs()
+    source.set_partial_shape(pixels, ov.PartialShape([-1, crop, crop, 3]))
+    source.set_element_type(pixels, ov.Type.u8)
+    model = frontend.convert(source)
+    del decoder
     xml.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=xml.parent, prefix=".convert-"))
     try:

@@ -23,7 +23,8 @@ def collection_doc(c: pb.Collection) -> dict[str, Any]:
         "dims": {d.name: d.dim for d in c.depths},
         "items": c.items,
         "vectors": {d.name: d.vectors for d in c.depths},
-        # The live FAISS index's size per depth: equal to `vectors` when level.
+        # The live FAISS index's size per depth: equal to `vectors` when level; 0 for an
+        # index this server has not opened yet (another replica's new collection).
         "index_vectors": {d.name: d.index_vectors for d in c.depths},
     }
 

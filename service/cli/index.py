@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from service.cli.index_report import report_index
-from service.cli.inputs import UsageError, parse_pairs, scan_paths
+from service.cli.inputs import UsageError, checked_metadata, scan_paths
 from service.client import ImageToAdd, StrataClient
 
 #: Upload streams of `strata index` (bench/README: ingest, streams).
@@ -20,8 +20,8 @@ DEFAULT_INDEX_STREAMS = 2
 
 
 def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
+    metadata = checked_metadata(args.meta or [])
     paths, skipped = scan_paths(args.paths)
-    metadata = dict(parse_pairs(args.meta or []))
     if args.ray:  # on a Ray cluster, straight into the database; no server involved
         from service.cli.ray_index import cmd_index_ray
 
@@ -90,7 +90,8 @@ def register(commands: argparse._SubParsersAction, client_options: argparse.Argu
         "--meta",
         action="append",
         metavar="KEY=VALUE",
-        help="metadata for every image added (repeatable); filter later with --meta KEY=VALUE",
+        help="metadata for every image added (repeatable; a key given twice keeps the last "
+        "value); images already stored keep theirs; filter later with --meta KEY=VALUE",
     )
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.add_argument(

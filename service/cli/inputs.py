@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from indexer.core.errors import InvalidInput
+from indexer.core.validation import check_metadata
 from indexer.core.vocabulary import DEFAULT_FOLDS
 from service.image_files import is_image_file, skip_reason
 
@@ -48,9 +50,19 @@ def read_images(paths: Sequence[str]) -> list[tuple[str, bytes]]:
 def parse_pairs(values: Sequence[str]) -> Iterator[tuple[str, str]]:
     for value in values:
         key, sep, rest = value.partition("=")
-        if not sep:
+        if not sep or not key.strip():
             raise UsageError(f"--meta {value!r} is not KEY=VALUE")
         yield key, rest
+
+
+def checked_metadata(values: Sequence[str]) -> dict[str, str]:
+    """--meta KEY=VALUE pairs to store, held to the server's limits before any upload (a
+    bad pair would otherwise fail every image, one by one)."""
+    metadata = dict(parse_pairs(values))
+    try:
+        return check_metadata(metadata, "--meta")
+    except InvalidInput as exc:
+        raise UsageError(f"{exc} ({exc.hint})" if exc.hint else str(exc)) from exc
 
 
 def cross_validation_options() -> argparse.ArgumentParser:

@@ -95,7 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (`strata ... --json | head`): stop quietly, as `cat` would.
         # stdout goes to /dev/null so that the interpreter's last flush does not fail too.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return SIGPIPE_STATUS
     except (StrataClientError, UsageError, OSError) as exc:
         if isinstance(exc, StrataClientError):

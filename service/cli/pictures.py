@@ -7,6 +7,7 @@ thumbnail from the Browse service when the server has one; the server never read
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ def image_grid(rows: Sequence[tuple[str, Sequence[Cell]]]) -> Image.Image:
     return canvas
 
 
+@functools.cache
 def _caption_font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """DejaVu Sans, which matplotlib ships (the charts' font too): Pillow's bitmap default
     draws a space one pixel wide, so "#19 0.325" read as "#190.325"."""
@@ -79,12 +81,18 @@ def _fit(
     text: str,
     width: int,
 ) -> str:
-    """`text`, cut with an ellipsis to fit `width` px in `font`."""
+    """`text`, cut with an ellipsis to fit `width` px in `font` (the longest cut that fits,
+    found by bisection: long uris are common)."""
     if draw.textlength(text, font=font) <= width:
         return text
-    while text and draw.textlength(text + "…", font=font) > width:
-        text = text[:-1]
-    return text + "…"
+    fits, too_long = 0, len(text)
+    while too_long - fits > 1:
+        middle = (fits + too_long) // 2
+        if draw.textlength(text[:middle] + "…", font=font) <= width:
+            fits = middle
+        else:
+            too_long = middle
+    return text[:fits] + "…"
 
 
 def overlay(framed_png: bytes, heatmap: np.ndarray, alpha: float = 0.45) -> Image.Image:

@@ -30,6 +30,9 @@ def probe_doc(r: pb.DepthProbe) -> dict[str, Any]:
         "c": float(f"{r.c:.7g}"),  # a float32 on the wire: 0.3, not 0.30000001192092896
         "classes": list(r.classes),
         "per_class": {m.label: round(m.accuracy, 6) for m in r.per_class},
+        # Held-out items behind each class's accuracy: 0 for a class never held out (one
+        # label), whose accuracy measures nothing.
+        "support": {m.label: m.support for m in r.per_class},
         "confusion": [list(r.confusion[i * n : (i + 1) * n]) for i in range(n)],
     }
 
@@ -115,7 +118,8 @@ def cmd_probe(args: argparse.Namespace, client: StrataClient) -> int:
         lines = [table(rows, header)]
         if reports:
             best = max(reports, key=lambda r: r["accuracy"])
-            worst = sorted(best["per_class"].items(), key=lambda kv: kv[1])[:3]
+            measured = {k: v for k, v in best["per_class"].items() if best["support"][k]}
+            worst = sorted(measured.items(), key=lambda kv: kv[1])[:3]
             lines.append(
                 f"best: {best['depth']}; its weakest classes: "
                 + ", ".join(f"{label} {acc:.2f}" for label, acc in worst)

@@ -10,9 +10,10 @@ const rules = JSON.parse(document.getElementById("add-rules").textContent);
 const PARALLEL = 3;
 
 function suffixOf(name) {
+  // As Python's PurePath.suffix: ".bashrc" and "file." have none.
   const base = name.split("/").pop();
   const dot = base.lastIndexOf(".");
-  return dot > 0 ? base.slice(dot).toLowerCase() : "";
+  return dot > 0 && dot < base.length - 1 ? base.slice(dot).toLowerCase() : "";
 }
 
 // null when the file is sent, else why not (the wording of `strata index`).
@@ -30,12 +31,16 @@ async function upload(files) {
   const images = [];
   const skipped = [];
   for (const file of files) {
-    const name = file.webkitRelativePath || file.name;
-    if (name.split("/").pop().startsWith(".")) continue; // .DS_Store and friends, as the CLI
-    const reason = skipReason(file);
+    // Files picked one by one are all sent (the server judges each, as for files named to
+    // `strata index`); a folder's files go by the CLI's rule for folders.
+    const inFolder = Boolean(file.webkitRelativePath);
+    const reason = inFolder ? skipReason(file) : null;
     if (reason === null) images.push(file);
-    else skipped.push(el("li", { text: `${name}: ${reason}` }));
+    else if (!file.name.startsWith(".")) { // .DS_Store and friends: no one's image, not listed
+      skipped.push(el("li", { text: `${file.webkitRelativePath}: ${reason}` }));
+    }
   }
+  status.dataset.state = "running"; // "done" again once this batch is through
   skippedList.replaceChildren(...skipped);
   document.getElementById("add-skipped-section").hidden = skipped.length === 0;
   const labels = document.getElementById("add-labels").value.trim();
