@@ -27,6 +27,18 @@ CAT_CLASSES = {"tiger cat", "tabby", "Egyptian cat"}
 PRESETS = ["edges", "parts", "semantics"]
 
 
+def strata_process(*args: str, text: bool = False) -> subprocess.Popen[Any]:
+    """`strata ARGS...` running from the repository, its stdout and stderr piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "service.cli", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=text,
+    )
+
+
 def strata(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
@@ -59,18 +71,11 @@ def cli(server: ServerHandle) -> Callable[..., Any]:
 
 def test_json_into_a_pipe_closed_early_stops_quietly(server: ServerHandle, tmp_path: Path) -> None:
     """`strata embed ... --json | head -c 100`: no traceback when head stops reading."""
-    images = []
+    images: list[str] = []
     for name in ("chelsea", "coffee", "astronaut", "rocket") * 2:  # > a pipe's 64 KiB of JSON
         images.append(str(tmp_path / f"{name}-{len(images)}.jpg"))
         Path(images[-1]).write_bytes(photo_jpeg(name))
-    argv = ["embed", *images, "--json", "--server", server.address]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", *argv],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = strata_process("embed", *images, "--json", "--server", server.address)
     assert process.stdout is not None and process.stderr is not None
     assert process.stdout.read(100).startswith(b"{")
     process.stdout.close()  # as head does after its bytes
@@ -320,14 +325,7 @@ def test_serve_starts_and_stops_on_sigterm(
     args = ["serve", "--listen", f"127.0.0.1:{port}", "--data", str(data)]
     if database_kind == "postgresql":
         args += ["--database", new_database_url()]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = strata_process(*args, text=True)
     try:
         assert process.stdout is not None
         seen = []

@@ -407,30 +407,26 @@ def test_tls_key_of_another_certificate_says_so(tmp_path: Path) -> None:
     assert "does not match the certificate" in stderr, stderr
 
 
-def test_bad_setting_in_the_environment_is_one_line(tmp_path: Path) -> None:
-    env = {**os.environ, "STRATA_BATCH_SIZE": "many"}
+def _serve_fails_with(variable: str, value: str, tmp_path: Path) -> str:
+    """`strata serve` with one bad STRATA_* variable: exit 2, one line, no traceback."""
     done = subprocess.run(
         [sys.executable, "-m", "service.cli", "serve", "--data", str(tmp_path / "d")],
         capture_output=True,
         text=True,
         timeout=300,
-        env=env,
+        env={**os.environ, variable: value},
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert "STRATA_BATCH_SIZE" in done.stderr
+    return done.stderr
+
+
+def test_bad_setting_in_the_environment_is_one_line(tmp_path: Path) -> None:
+    assert "STRATA_BATCH_SIZE" in _serve_fails_with("STRATA_BATCH_SIZE", "many", tmp_path)
 
 
 def test_bad_boolean_setting_lists_the_words(tmp_path: Path) -> None:
-    env = {**os.environ, "STRATA_WARM_UP": "maybe"}
-    done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--data", str(tmp_path / "d")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert "STRATA_WARM_UP='maybe'" in done.stderr and "yes" in done.stderr, done.stderr
+    stderr = _serve_fails_with("STRATA_WARM_UP", "maybe", tmp_path)
+    assert "STRATA_WARM_UP='maybe'" in stderr and "yes" in stderr, stderr
 
 
 def test_client_reaches_a_server_after_a_fault(server: ServerHandle) -> None:

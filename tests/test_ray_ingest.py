@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import redirect_stdout
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -97,6 +98,16 @@ def good_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*.jpg") if p.name != "broken.jpg")
 
 
+def index_on_ray(folder: Path, database_url: str, *extra: str) -> tuple[int, Any]:
+    """`strata index FOLDER --collection photos --ray local --json`: exit code, document."""
+    argv = ["index", str(folder), "--collection", "photos", *extra, "--ray", "local"]
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = strata([*argv, "--database", database_url, "--json", "--quiet"])
+    assert out.getvalue(), f"strata index --ray printed nothing (exit {code})"
+    return code, json.loads(out.getvalue())
+
+
 def test_ray_ingest_equals_server_ingest(
     ray_cluster: str,
     photo_folder: Path,
@@ -127,30 +138,12 @@ def test_ray_ingest_equals_server_ingest(
     new_collection(database_url, tmp_path / "writer")
     notes = photo_folder / "cats" / "notes.txt"  # not sent, and said so, as by a server
     notes.write_text("not a picture")
-    out = io.StringIO()
     try:
-        with redirect_stdout(out):
-            code = strata(
-                [
-                    "index",
-                    str(photo_folder),
-                    "--collection",
-                    "photos",
-                    "--labels-from-folders",
-                    "--meta",
-                    "source=ray",
-                    "--ray",
-                    "local",
-                    "--database",
-                    database_url,
-                    "--json",
-                    "--quiet",
-                ]
-            )
+        code, document = index_on_ray(
+            photo_folder, database_url, "--labels-from-folders", "--meta", "source=ray"
+        )
     finally:
         notes.unlink()
-    assert out.getvalue(), f"strata index --ray printed nothing (exit {code})"
-    document = json.loads(out.getvalue())
     assert document["skipped"] == [{"uri": str(notes), "reason": skip_reason(notes)}]
     assert code == 1  # some files failed, as `strata index` says it
     assert document["added"] == COUNT and document["replaced"] == 0
@@ -174,23 +167,7 @@ def test_ray_ingest_equals_server_ingest(
         assert cosine.min() >= 0.999, f"{depth}: min cosine {cosine.min():.5f}"
 
     # A rerun adds nothing; a server started on that database finds the photos by content.
-    out = io.StringIO()
-    with redirect_stdout(out):
-        strata(
-            [
-                "index",
-                str(photo_folder),
-                "--collection",
-                "photos",
-                "--ray",
-                "local",
-                "--database",
-                database_url,
-                "--json",
-                "--quiet",
-            ]
-        )
-    again = json.loads(out.getvalue())
+    _, again = index_on_ray(photo_folder, database_url)
     assert (again["added"], again["unchanged"], len(again["failed"])) == (0, COUNT, 2)
     reader = make_server(database_url=database_url)
     probe = good_files(photo_folder)[3]
