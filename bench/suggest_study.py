@@ -260,8 +260,7 @@ def harmonic_picks(
     f = f / np.maximum(f.sum(axis=0, keepdims=True), 1e-12)  # class mass normalisation
     q = f / np.maximum(f.sum(axis=1, keepdims=True), 1e-12)
     risk = 1.0 - q.max(axis=1)
-    pos = {int(item): j for j, item in enumerate(u)}
-    cand = np.array([pos[int(c)] for c in candidates])
+    cand = np.searchsorted(u, candidates)  # each candidate's row among the unlabelled
     live = np.ones(len(u), bool)  # unlabelled and not picked
     open_ = np.ones(len(cand), bool)
     groups = int(quota_group.max()) + 1 if quota_group is not None else 1
