@@ -8,6 +8,8 @@ images nor the pods are started (docs/REPLICAS.md says how to try them)."""
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +34,13 @@ KUBERNETES = "1.30.0"
 URL = "postgresql+psycopg://strata:secret@db.example:5432/strata"
 
 
-def render(values: dict[str, Any], release: str = "demo") -> list[dict[str, Any]]:
+def render_files(values: dict[str, Any], release: str = "demo") -> dict[str, str]:
     with helm.Chart.load(str(CHART)) as chart:
-        manifests = chart.render(values, name=release, namespace="strata")
+        return dict(chart.render(values, name=release, namespace="strata"))
+
+
+def render(values: dict[str, Any], release: str = "demo") -> list[dict[str, Any]]:
+    manifests = render_files(values, release)
     documents = []
     for name, text in manifests.items():
         if name.endswith(".yaml"):
@@ -50,10 +56,10 @@ def by_kind(documents: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 
 def serve_args(command: list[str]) -> Any:
-    """Parse a container's `strata serve ...` command with strata's own parser."""
-    if command[0] == "strata":
-        command = command[1:]
-    args = build_parser().parse_args([str(part) for part in command])
+    """Parse a container's `strata serve ...` command with strata's own parser. The image has
+    no ENTRYPOINT, so the command must name the program itself."""
+    assert command[0] == "strata", command
+    args = build_parser().parse_args([str(part) for part in command[1:]])
     assert args.command == "serve"
     return args
 
@@ -96,7 +102,8 @@ def test_chart_renders_valid_kubernetes_manifests(values: dict[str, Any]) -> Non
     assert spec["replicas"] == values.get("replicaCount", 2)
     pod = spec["template"]
     (container,) = pod["spec"]["containers"]
-    args = serve_args(container["args"])
+    assert "args" not in container  # it would replace the image's CMD, not follow it
+    args = serve_args(container["command"])
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert args.listen == f"0.0.0.0:{ports['grpc']}"
     assert args.metrics_listen == f"0.0.0.0:{ports['metrics']}"
@@ -182,3 +189,41 @@ def test_compose_runs_two_replicas_on_one_postgresql_and_a_ray_cluster() -> None
     assert "--address=ray-head:6379" in worker
     assert "--head" in services["ray-head"]["command"]
     assert services["ray-head"]["image"] == replicas[0]["image"]  # the same engine code
+    for ray_node in ("ray-head", "ray-worker"):  # no Strata server for the image's check
+        assert services[ray_node]["healthcheck"] == {"disable": True}
+
+
+def strata_command_lines(text: str) -> list[list[str]]:
+    """The `strata SUBCOMMAND ...` commands shown in a file's text or comments (a trailing
+    backslash continues a line), split as a shell would."""
+    subcommands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    joined = re.sub(r"\\\n[#\s]*", " ", text)
+    commands = []
+    shown = re.compile(r"\bstrata (" + "|".join(subcommands) + r")\b")
+    for line in joined.splitlines():
+        for snippet in re.findall(r"`([^`]*)`", line) or [line.lstrip("# ")]:
+            if match := shown.search(snippet):
+                commands.append(shlex.split(snippet[match.start() :])[1:])
+    return commands
+
+
+def test_commands_shown_in_deploy_files_parse() -> None:
+    """A new user copies these: each must be a command strata's parser accepts (the global
+    `strata --server ADDRESS COMMAND` form, for one, is not)."""
+    notes = render_files({"database": {"url": URL}})["strata/templates/NOTES.txt"]
+    shown = {
+        "NOTES.txt": notes,
+        "compose.yaml": COMPOSE.read_text(),
+        "values.yaml": (CHART / "values.yaml").read_text(),
+        "Dockerfile": (ROOT / "deploy" / "Dockerfile").read_text(),
+    }
+    parser = build_parser()
+    found = 0
+    for name, text in shown.items():
+        for words in strata_command_lines(text):
+            found += 1
+            try:
+                parser.parse_args(words)
+            except SystemExit:
+                pytest.fail(f"{name}: `strata {' '.join(words)}` does not parse")
+    assert found >= 4  # NOTES.txt's two, compose's two, values.yaml's one
