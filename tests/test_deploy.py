@@ -8,6 +8,7 @@ images nor the pods are started (docs/REPLICAS.md says how to try them)."""
 
 from __future__ import annotations
 
+import argparse
 import re
 import shlex
 from pathlib import Path
@@ -196,7 +197,12 @@ def test_compose_runs_two_replicas_on_one_postgresql_and_a_ray_cluster() -> None
 def strata_command_lines(text: str) -> list[list[str]]:
     """The `strata SUBCOMMAND ...` commands shown in a file's text or comments (a trailing
     backslash continues a line), split as a shell would."""
-    subcommands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    (subparsers,) = [
+        action
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    ]
+    subcommands = set(subparsers.choices)
     joined = re.sub(r"\\\n[#\s]*", " ", text)
     commands = []
     shown = re.compile(r"\bstrata (" + "|".join(subcommands) + r")\b")
