@@ -9,6 +9,7 @@ with StrataClient("127.0.0.1:50051") as client:
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,12 +30,24 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class StrataClientError(Exception):
-    """A call failed; `code` is the gRPC status name, `details` the server's message."""
+    """A call failed. `code` is the gRPC status name ("NOT_FOUND", "INVALID_ARGUMENT", ...);
+    `details` the whole message, which is `message`, then " Hint: " and `hint` when the
+    server (or, for a connection that failed, this client) says how to fix it.
+
+    Calls that take many images (add_images, embed, classify, explain, predict_probe) do not
+    raise for one bad image: each result carries its own `error` (code, message, hint)."""
 
     def __init__(self, code: str, details: str):
         super().__init__(f"{code}: {details}")
         self.code = code
         self.details = details
+        message, separator, hint = details.rpartition(HINT_SEPARATOR)
+        self.message = message if separator else details
+        self.hint = hint if separator else ""
+
+
+#: How indexer.core.errors.StrataError joins a message and its hint in a status's details.
+HINT_SEPARATOR = " Hint: "
 
 
 @dataclass(frozen=True)
@@ -46,11 +59,31 @@ class ImageToAdd:
     tags: bool = False  # also store its ImageNet WordNet tags as metadata
 
 
-QueryLike = Path | bytes | int | Sequence[float] | pb.Query
+#: A search query: an image file (Path or str), image bytes, a stored item's id (int, numpy
+#: integers included), a raw vector, or a pb.Query.
+QueryLike = Path | str | bytes | int | numbers.Integral | Sequence[float] | pb.Query
 
 
 def default_server() -> str:
     return os.environ.get("STRATA_SERVER") or DEFAULT_SERVER
+
+
+def channel_credentials(
+    root_certificates: bytes | None,
+    private_key: bytes | None,
+    certificate_chain: bytes | None,
+) -> grpc.ChannelCredentials | None:
+    """TLS when any of the three is given (without a CA, the system's trusted roots check the
+    server); None for plaintext. A client certificate needs its key and the key its
+    certificate: gRPC aborts the process on one without the other, so refuse it here."""
+    if (private_key is None) != (certificate_chain is None):
+        raise ValueError(
+            "a client certificate and its private key go together: pass both "
+            "(--cert and --key; private_key= and certificate_chain=) or neither"
+        )
+    if root_certificates is None and private_key is None:
+        return None
+    return grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
 
 
 class StrataClient(LabelsClientMixin, InsightClientMixin, BrowseClientMixin):
@@ -64,19 +97,22 @@ class StrataClient(LabelsClientMixin, InsightClientMixin, BrowseClientMixin):
         private_key: bytes | None = None,
         certificate_chain: bytes | None = None,
     ):
+        """`target` defaults to STRATA_SERVER (else 127.0.0.1:50051) and `token` to
+        STRATA_TOKEN, as for the CLI. TLS is on when `root_certificates` or a client
+        certificate is given."""
         self.target = target or default_server()
         self.timeout = timeout
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
-        if root_certificates is not None:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates, private_key, certificate_chain
-            )
+        credentials = channel_credentials(root_certificates, private_key, certificate_chain)
+        self.tls = credentials is not None
+        if credentials is not None:
             self._channel = grpc.secure_channel(self.target, credentials, options)
         else:
             self._channel = grpc.insecure_channel(self.target, options)
+        token = token if token is not None else os.environ.get("STRATA_TOKEN") or None
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.stub = pb_grpc.StrataStub(self._channel)
 
@@ -93,7 +129,7 @@ class StrataClient(LabelsClientMixin, InsightClientMixin, BrowseClientMixin):
         try:
             return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise _client_error(exc) from None
+            raise _client_error(exc, self.target, self.tls) from None
 
     # -- backbones and collections --------------------------------------------------------
 
@@ -130,7 +166,9 @@ class StrataClient(LabelsClientMixin, InsightClientMixin, BrowseClientMixin):
     def add_images(
         self, collection: str, images: Iterable[ImageToAdd]
     ) -> Iterator[pb.AddImageResult]:
-        """Stream images in; yields one result per image, in order, as the server answers."""
+        """Stream images in; yields one result per image, in order, as the server answers.
+        A generator: nothing is sent until it is iterated (`list(client.add_images(...))`),
+        and a call-level error (an unknown collection) raises at the first result."""
 
         def requests() -> Iterator[pb.AddImageRequest]:
             for position, image in enumerate(images):
@@ -148,7 +186,7 @@ class StrataClient(LabelsClientMixin, InsightClientMixin, BrowseClientMixin):
                 requests(), timeout=self.timeout, metadata=self._metadata
             )
         except grpc.RpcError as exc:
-            raise _client_error(exc) from None
+            raise _client_error(exc, self.target, self.tls) from None
 
     def get_item(self, collection: str, item_id: int) -> pb.Item:
         return self._call(self.stub.GetItem, pb.GetItemRequest(collection=collection, id=item_id))
@@ -258,16 +296,30 @@ def _query_bytes(query: pb.Query) -> int:
 def to_query(value: QueryLike, position: int = 0) -> pb.Query:
     if isinstance(value, pb.Query):
         return value
-    if isinstance(value, Path):
-        return pb.Query(name=str(value), image=value.read_bytes())
+    if isinstance(value, str | Path):
+        return pb.Query(name=str(value), image=Path(value).read_bytes())
     if isinstance(value, bytes):
         return pb.Query(name=f"image {position}", image=value)
-    if isinstance(value, int):
-        return pb.Query(name=str(value), item_id=value)
-    return pb.Query(name=f"vector {position}", vector=pb.Vector(values=list(value)))
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return pb.Query(name=str(int(value)), item_id=int(value))
+    if isinstance(value, Iterable):
+        return pb.Query(name=f"vector {position}", vector=pb.Vector(values=list(value)))
+    raise TypeError(
+        f"query {position} is a {type(value).__name__}: give an image path, image bytes, "
+        "an item id, a vector of floats or a pb.Query"
+    )
 
 
-def _client_error(exc: grpc.RpcError) -> StrataClientError:
+def _client_error(exc: grpc.RpcError, target: str, tls: bool) -> StrataClientError:
     code = exc.code() if hasattr(exc, "code") else None
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    return StrataClientError(code.name if code is not None else "UNKNOWN", details or "")
+    details = (exc.details() if hasattr(exc, "details") else str(exc)) or ""
+    if code == grpc.StatusCode.UNAVAILABLE and HINT_SEPARATOR not in details:
+        # Not the server's answer but the connection's: say what usually causes it.
+        hint = f"check that `strata serve` runs at {target}"
+        hint += (
+            "; with mutual TLS on the server, give a certificate it trusts (--cert, --key)"
+            if tls
+            else "; if the server uses TLS, pass --ca (and --cert, --key for mutual TLS)"
+        )
+        details = f"{details}{HINT_SEPARATOR}{hint}"
+    return StrataClientError(code.name if code is not None else "UNKNOWN", details)

@@ -564,7 +564,9 @@ def test_search_by_image_finds_itself_at_every_depth(
             assert all(-1.0001 <= s <= 1.0001 for s in scores)
 
 
-def test_search_by_item_id(client: StrataClient, filled: tuple[str, dict[str, int]]) -> None:
+def test_search_by_item_id(
+    client: StrataClient, filled: tuple[str, dict[str, int]], tmp_path: Path
+) -> None:
     collection, ids = filled
     [by_id] = client.search(collection, [ids["coffee.jpg"]], k=3)
     [by_image] = client.search(collection, [photo_jpeg("coffee")], k=3)
@@ -575,6 +577,17 @@ def test_search_by_item_id(client: StrataClient, filled: tuple[str, dict[str, in
         assert [h.id for h in id_hits] == [h.id for h in image_hits]
         for a, b in zip(id_hits, image_hits, strict=True):
             assert a.score == pytest.approx(b.score, abs=1e-4)
+    # What scripts hold: an id from numpy, a path as a plain string.
+    file = tmp_path / "coffee.jpg"
+    file.write_bytes(photo_jpeg("coffee"))
+    by_numpy, by_path = client.search(collection, [np.int64(ids["coffee.jpg"]), str(file)], k=3)
+    assert by_numpy.query == str(ids["coffee.jpg"]) and by_path.query == str(file)
+    for result in (by_numpy, by_path):
+        assert [h.id for h in hits_by_depth(result)["semantics"]] == [
+            h.id for h in hits_by_depth(by_image)["semantics"]
+        ]
+    with pytest.raises(TypeError, match="query 0 is a float"):
+        client.search(collection, [0.5])  # type: ignore[list-item]
 
 
 def test_search_by_raw_vector(

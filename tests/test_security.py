@@ -164,7 +164,8 @@ def test_tls_serves_only_clients_that_trust_its_ca(
     with handle.client(timeout=10, root_certificates=good.ca.cert) as client:
         assert client.list_collections() == []
     with handle.client(timeout=5) as plaintext:
-        assert refused(plaintext.list_collections).code == "UNAVAILABLE"
+        error = refused(plaintext.list_collections)
+        assert error.code == "UNAVAILABLE" and "pass --ca" in error.hint  # the likely cause
     with handle.client(timeout=5, root_certificates=rogue.ca.cert) as wrong_ca:
         assert refused(wrong_ca.list_collections).code == "UNAVAILABLE"
 
@@ -201,6 +202,18 @@ def test_mutual_tls_needs_a_client_certificate_from_the_client_ca(
     assert json.loads(capsys.readouterr().out) == {"collections": []}
     assert cli.main(common) == 1
     assert json.loads(capsys.readouterr().out)["error"]["code"] == "UNAVAILABLE"
+    # A certificate without its key: gRPC would abort the process; a usage error instead.
+    assert cli.main([*common, "--cert", str(client_cert)]) == 2
+    assert "--cert and --key go together" in json.loads(capsys.readouterr().out)["error"]["message"]
+    with pytest.raises(ValueError, match="go together"):
+        handle.client(**trusted, certificate_chain=good.client.cert)
+    # A client certificate alone turns TLS on (the system's roots check the server, and do
+    # not trust this test's CA): never plaintext with the certificate dropped.
+    with handle.client(
+        timeout=5, private_key=good.client.key, certificate_chain=good.client.cert
+    ) as system_roots:
+        assert system_roots.tls
+        assert refused(system_roots.list_collections).code == "UNAVAILABLE"
 
 
 def test_default_listen_address_is_loopback_only() -> None:
@@ -288,6 +301,16 @@ def test_write_tokens_can_write(token_server: ServerHandle) -> None:
         assert refused(lambda: writer.delete_collection("absent")).code == "NOT_FOUND"
         error = refused(lambda: list(writer.add_images("absent", [ImageToAdd("a", b"a")])))
         assert error.code == "NOT_FOUND"
+
+
+def test_the_client_reads_its_token_from_the_environment(
+    token_server: ServerHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STRATA_TOKEN", READ_TOKEN)
+    with token_server.client(timeout=30) as reader:
+        assert reader.list_collections() == []
+    with token_server.client(timeout=30, token="") as anonymous:  # "" asks for no token
+        assert refused(anonymous.list_collections).code == "UNAUTHENTICATED"
 
 
 def test_cli_token_flag(token_server: ServerHandle, capsys: pytest.CaptureFixture[str]) -> None:

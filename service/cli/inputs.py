@@ -16,6 +16,22 @@ class UsageError(Exception):
     """Bad command-line input found before any call to the server."""
 
 
+def tls_files(args: argparse.Namespace) -> dict[str, bytes | None]:
+    """--ca, --cert and --key read for StrataClient's keyword arguments. A client
+    certificate without its key (or the reverse) is refused here: gRPC would abort."""
+    if bool(args.cert) != bool(args.key):
+        raise UsageError("--cert and --key go together (the client certificate and its key)")
+
+    def pem(path: str | None) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
+    return {
+        "root_certificates": pem(args.ca),
+        "private_key": pem(args.key),
+        "certificate_chain": pem(args.cert),
+    }
+
+
 def scan_paths(paths: Sequence[str]) -> tuple[list[Path], list[dict[str, str]]]:
     """Image files (files as given; folders walked recursively, in sorted order) and the
     files of those folders that were skipped, each with the reason."""

@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from service.cli import (
     backbones,
@@ -23,7 +22,7 @@ from service.cli import (
     thumbnails,
     web,
 )
-from service.cli.inputs import UsageError
+from service.cli.inputs import UsageError, tls_files
 from service.client import StrataClient, StrataClientError, default_server
 
 #: Command groups, each registering its parsers next to its handlers.
@@ -60,16 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     client_options.add_argument(
         "--ca", default=None, help="PEM CA that signed the server's certificate: use TLS"
     )
-    client_options.add_argument("--cert", default=None, help="PEM client certificate (mTLS)")
-    client_options.add_argument("--key", default=None, help="PEM key of --cert (mTLS)")
+    client_options.add_argument(
+        "--cert",
+        default=None,
+        help="PEM client certificate, with --key (mutual TLS; without --ca the system's "
+        "trusted roots check the server)",
+    )
+    client_options.add_argument("--key", default=None, help="PEM key of --cert (mutual TLS)")
 
     for group in GROUPS:
         group.register(commands, client_options)
     return parser
-
-
-def _read_pem(path: str | None) -> bytes | None:
-    return Path(path).read_bytes() if path else None
 
 
 #: The exit status of a process a closed pipe stopped (128 + SIGPIPE), as shells report it.
@@ -87,9 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.server,
             timeout=args.timeout,
             token=args.token or os.environ.get("STRATA_TOKEN") or None,
-            root_certificates=_read_pem(args.ca),
-            private_key=_read_pem(args.key),
-            certificate_chain=_read_pem(args.cert),
+            **tls_files(args),
         ) as client:
             return int(args.run(args, client))
     except BrokenPipeError:

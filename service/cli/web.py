@@ -6,8 +6,8 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
+from service.cli.inputs import UsageError, tls_files
 from service.client import default_server
 
 
@@ -17,23 +17,22 @@ def cmd_web(args: argparse.Namespace) -> int:
     from service.web.app import create_app
     from service.web.config import DEFAULT_TIMEOUT, WebSettings, is_loopback, split_listen
 
-    def pem(path: str | None) -> bytes | None:
-        return Path(path).read_bytes() if path else None
-
     try:
         host, port = split_listen(args.listen)
-    except ValueError as exc:
+        tls = tls_files(args)
+    except (ValueError, UsageError) as exc:
         print(f"strata: error: USAGE: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"strata: error: OS_ERROR: {exc}", file=sys.stderr)
+        return 1
     if args.max_upload_mb <= 0:
         print("strata: error: USAGE: --max-upload-mb must be positive", file=sys.stderr)
         return 2
     settings = WebSettings(
         server=args.server or default_server(),
         token=args.token or os.environ.get("STRATA_TOKEN") or None,
-        root_certificates=pem(args.ca),
-        private_key=pem(args.key),
-        certificate_chain=pem(args.cert),
+        **tls,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         timeout=args.timeout or DEFAULT_TIMEOUT,
     )

@@ -12,7 +12,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from starlette.concurrency import run_in_threadpool
 
-from service.client import StrataClient, StrataClientError
+from service.client import StrataClient, StrataClientError, channel_credentials
 from service.web.config import WebSettings
 
 T = TypeVar("T")
@@ -48,10 +48,8 @@ class Gateway:
 
     def _channel(self) -> grpc.Channel:
         s = self.settings
-        if s.root_certificates is not None:
-            credentials = grpc.ssl_channel_credentials(
-                s.root_certificates, s.private_key, s.certificate_chain
-            )
+        credentials = channel_credentials(s.root_certificates, s.private_key, s.certificate_chain)
+        if credentials is not None:
             return grpc.secure_channel(s.server, credentials)
         return grpc.insecure_channel(s.server)
 
