@@ -21,8 +21,9 @@ class EngineSettingError(FailedPrecondition):
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How forward passes run. The library default is plain eager PyTorch (no build step);
-    the service passes its settings (default engine "auto")."""
+    """How forward passes run. RuntimeOptions() alone is plain eager PyTorch (no build
+    step); a Context passes its Settings, whose engine "auto" is OpenVINO on a CPU when it
+    is installed."""
 
     engine: str = "torch"
     #: "auto": fp16 autocast on CUDA; on a CPU with native bf16 (OpenVINO), fp32 through the
