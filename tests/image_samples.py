@@ -440,6 +440,19 @@ def large_jpeg() -> bytes:
     )
 
 
+@functools.cache
+def tall_strip_png() -> bytes:
+    """1 x 1,000,000 (4 KB of PNG, 1 Mpx): under the pixel limit, but framed by resizing it
+    whole it would need 150 GB (the shorter side to 224 px stretches the long one)."""
+    return encode(photo("rocket").resize((1, 1_000_000), Image.Resampling.BILINEAR), "PNG")
+
+
+@functools.cache
+def wide_strip_jpeg() -> bytes:
+    """60,000 x 2 JPEG: the same trap lying down, through the JPEG decoder."""
+    return encode(photo("coffee").resize((60_000, 2), Image.Resampling.BILINEAR), "JPEG")
+
+
 ODD_BUT_VALID: dict[str, Callable[[], bytes]] = {
     "cmyk_jpeg": cmyk_jpeg,
     "cmyk_red_jpeg": cmyk_red_jpeg,
@@ -466,6 +479,8 @@ ODD_BUT_VALID: dict[str, Callable[[], bytes]] = {
     "upright_jpeg": upright_jpeg,
     "exif_rotated_jpeg": exif_rotated_jpeg,
     "large_jpeg": large_jpeg,
+    "tall_strip_png": tall_strip_png,
+    "wide_strip_jpeg": wide_strip_jpeg,
 }
 
 
@@ -503,6 +518,8 @@ EXPECTED: dict[str, Expected] = {
     "upright_jpeg": Expected("JPEG", *_CAT),
     "exif_rotated_jpeg": Expected("JPEG", *_CAT),
     "large_jpeg": Expected("JPEG", 2000, 1500),
+    "tall_strip_png": Expected("PNG", 1, 1_000_000),
+    "wide_strip_jpeg": Expected("JPEG", 60_000, 2),
 }
 
 

@@ -103,6 +103,8 @@ def test_whole_framing_keeps_the_whole_shorter_side_of_a_wide_image() -> None:
         ("astronaut", (3000, 2000), "bicubic"),  # shrunk 7.8x: Pillow's reducing path
         ("hubble_deep_field", (90, 120), "bicubic"),  # enlarged
         ("coffee", (640, 480), "bilinear"),  # torchvision backbones' filter
+        ("rocket", (24, 2400), "bicubic"),  # a strip: resampled from its central window
+        ("coffee", (3000, 40), "bilinear"),
     ],
 )
 def test_framing_computes_torchvisions_resize_then_centre_crop(

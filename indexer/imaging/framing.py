@@ -92,14 +92,40 @@ def crop_box(width: int, height: int, pre: Preprocessing) -> tuple[float, float,
     return (left * sx, top * sy, (left + pre.crop) * sx, (top + pre.crop) * sy)
 
 
+#: The longest side, as a multiple of the shorter, that `frame_tensor` resamples whole. The
+#: centre crop keeps at most a square of the shorter side, so a longer strip is first cut
+#: to its central window of this shape: resized whole, a 1 x 1,000,000 PNG (4 KB, 1 Mpx)
+#: would take 150 GB, and 1 x 5,000 took 0.8 GB. Photos, panoramas included, are far below.
+MAX_ASPECT = 8
+
+
 def frame_tensor(image: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     """CxHxW uint8 -> crop x crop x 3 uint8, on the tensor's device: torchvision's Resize
     of the shorter side to `pre.resize` (antialiased), then CenterCrop `pre.crop`. `pre` is
     the plain recipe for this image (`Preprocessing.for_image`)."""
     resized = TF.resize(
-        image, [pre.resize], interpolation=_INTERPOLATION[pre.interpolation], antialias=True
+        _central_window(image),
+        [pre.resize],
+        interpolation=_INTERPOLATION[pre.interpolation],
+        antialias=True,
     )
     return TF.center_crop(resized, [pre.crop, pre.crop]).permute(1, 2, 0).contiguous()
+
+
+def _central_window(image: torch.Tensor) -> torch.Tensor:
+    """The image, or for a strip longer than MAX_ASPECT times its width, its central
+    MAX_ASPECT:1 window (a view). What the crop keeps is inside it, with a margin of 3.5
+    shorter sides for the filter on each side; the pixel grid may move by a fraction of a
+    pixel, which only such strips see."""
+    height, width = int(image.shape[-2]), int(image.shape[-1])
+    short, long = min(height, width), max(height, width)
+    if long <= MAX_ASPECT * short:
+        return image
+    keep = MAX_ASPECT * short
+    start = (long - keep) // 2
+    if height > width:
+        return image[..., start : start + keep, :]
+    return image[..., start : start + keep]
 
 
 def prepare_pixels(
