@@ -8,6 +8,8 @@ message naming the item, and that nothing was written."""
 from __future__ import annotations
 
 import json
+import random
+import string
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -103,6 +105,26 @@ def test_a_batch_with_one_bad_image_stores_the_good_ones(
     assert item_count(client, collection) == 2
     hits = client.search(collection, [samples.progressive_jpeg()], k=1)[0]
     assert {d.hits[0].uri for d in hits.results} == {"good/coffee.jpg"}
+
+
+def test_a_bad_uri_fails_alone_on_every_database(client: StrataClient, collection: str) -> None:
+    """PostgreSQL refuses a NUL in text and a uri over its index's entry size: checked per
+    image, the same on SQLite, so neither fails the batch nor a later move of the data."""
+    random_text = "".join(random.Random(7).choices(string.ascii_letters, k=3000))
+    bad_uris = ["bad\x00uri.jpg", f"{random_text}.jpg", "é" * 1100]  # the last: 2,200 bytes
+    batch = [
+        ImageToAdd("good/first.jpg", samples.upright_jpeg()),
+        *(ImageToAdd(uri, samples.progressive_jpeg()) for uri in bad_uris),
+        ImageToAdd("good/last.jpg", samples.progressive_jpeg()),
+    ]
+    results = list(client.add_images(collection, batch))
+    assert [r.status for r in results] == ["added", "failed", "failed", "failed", "added"]
+    for result in results[1:4]:
+        assert result.error.code == "INVALID_ARGUMENT" and "uri " in result.error.message
+        assert result.error.hint
+    assert "NUL" in results[1].error.message
+    assert "over the limit of 2,048" in results[2].error.message
+    assert item_count(client, collection) == 2
 
 
 # -- the same through the CLI ----------------------------------------------------------------

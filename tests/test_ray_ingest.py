@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,6 +117,11 @@ def test_ray_ingest_equals_server_ingest(
     new_database_url: Callable[[], str],
     tmp_path: Path,
 ) -> None:
+    # A photo so deep that its path (its uri) is over the uri limit: refused alone, by both.
+    deep = photo_folder.joinpath(*["d" * 240] * 9)
+    deep.mkdir(parents=True)
+    too_long = deep / "cat.jpg"
+    too_long.write_bytes(good_files(photo_folder)[0].read_bytes())
     files = sorted(p for p in photo_folder.rglob("*") if p.is_file())
     # The reference: the same files through a server's AddImages, as `strata index` sends them.
     with server.client(timeout=300) as client:
@@ -132,7 +138,9 @@ def test_ray_ingest_equals_server_ingest(
     assert set(server_errors) == {
         str(photo_folder / "dogs" / "broken.jpg"),
         str(photo_folder / "cats" / "empty.png"),
+        str(too_long),
     }
+    assert "over the limit of 2,048" in server_errors[str(too_long)]
 
     database_url = new_database_url()
     new_collection(database_url, tmp_path / "writer")
@@ -144,6 +152,7 @@ def test_ray_ingest_equals_server_ingest(
         )
     finally:
         notes.unlink()
+        shutil.rmtree(photo_folder / ("d" * 240))
     assert document["skipped"] == [{"uri": str(notes), "reason": skip_reason(notes)}]
     assert code == 1  # some files failed, as `strata index` says it
     assert document["added"] == COUNT and document["replaced"] == 0

@@ -20,7 +20,7 @@ from indexer.catalog.collections import CollectionInfo, get_collection
 from indexer.catalog.context import Context
 from indexer.core.errors import Aborted, InvalidInput, NotFound, StrataError, quote
 from indexer.core.metrics import timed_stage
-from indexer.core.validation import check_labels, check_metadata
+from indexer.core.validation import check_labels, check_metadata, check_uri
 from indexer.core.vocabulary import HUMAN, check_request_size
 from indexer.engine.extract import embed_prepared
 from indexer.imaging.prepare import PreparedImage
@@ -61,16 +61,8 @@ def add_images(ctx: Context, collection_name: str, inputs: Sequence[ImageInput])
     ctx.indexes.check_space()  # disk full: refuse new images until index files can be saved
     results: list[AddResult | None] = [None] * len(inputs)
     for position, item in enumerate(inputs):
-        if not item.uri:
-            results[position] = AddResult(
-                item.uri,
-                "failed",
-                error=InvalidInput(
-                    "an image has an empty uri", hint="give every image a name or path"
-                ),
-            )
-            continue
         try:  # the same checks as SetLabels, so whatever is stored can be exported and re-imported
+            check_uri(item.uri)
             check_labels(item.labels, quote(item.uri))
             check_metadata(item.metadata, quote(item.uri))
         except InvalidInput as exc:

@@ -20,6 +20,10 @@ MAX_FILTER_KEYS = 64
 MAX_FILTER_LABELS = 1000
 #: The largest item id SQL can hold (a signed 64-bit integer).
 MAX_ID = 2**63 - 1
+#: Bytes of UTF-8 in an item's uri. Uris are unique per collection through a B-tree index,
+#: whose entries PostgreSQL caps at about 2,700 bytes (a longer uri failed its whole batch
+#: with INTERNAL there, while SQLite took it): one limit on both, so collections move.
+MAX_URI_BYTES = 2048
 
 
 def check_text(value: str, what: str, limit: int) -> str:
@@ -34,6 +38,21 @@ def check_text(value: str, what: str, limit: int) -> str:
             hint=f"shorten it to {limit:,} characters or fewer",
         )
     return value
+
+
+def check_uri(uri: str) -> str:
+    """An image's uri: not empty, no NUL, at most MAX_URI_BYTES of UTF-8."""
+    if not uri:
+        raise InvalidInput("an image has an empty uri", hint="give every image a name or path")
+    if "\x00" in uri:
+        raise InvalidInput(f"uri {quote(uri)} contains a NUL character", hint="remove it")
+    size = len(uri.encode("utf-8", "surrogatepass"))
+    if size > MAX_URI_BYTES:
+        raise InvalidInput(
+            f"uri {quote(uri)} is {size:,} bytes of UTF-8, over the limit of {MAX_URI_BYTES:,}",
+            hint="use a shorter name or path; keep long text in metadata",
+        )
+    return uri
 
 
 def check_label(label: str, where: str) -> str:

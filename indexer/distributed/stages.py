@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from indexer.core import errors
-from indexer.core.errors import StrataError
+from indexer.core.errors import InvalidInput, StrataError
+from indexer.core.validation import check_uri
 from indexer.engine.extract import embed_prepared
 from indexer.engine.loader import BackboneCache, LoadedBackbone, resolve_device
 from indexer.engine.options import RuntimeOptions
@@ -49,6 +50,12 @@ def read_and_prepare(batch: Batch, pre: Preprocessing, max_pixels: int) -> Batch
     todo: list[tuple[int, str, bytes]] = []
     for i in range(n):
         uri, path = str(batch["uri"][i]), str(batch["path"][i])
+        try:
+            check_uri(uri)
+        except InvalidInput as exc:
+            status[i], kinds[i] = FAILED, type(exc).__name__
+            messages[i], hints[i] = exc.message, exc.hint or ""
+            continue
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
