@@ -4,7 +4,11 @@ one call's limit are split over several calls by the client itself."""
 
 from __future__ import annotations
 
+import _thread
 import json
+import os
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,7 @@ from conftest import ServerHandle
 
 from indexer.core.vocabulary import MAX_IMAGES_PER_REQUEST
 from service.cli.main import main as strata
-from service.client import StrataClient
+from service.client import ImageToAdd, StrataClient
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
@@ -38,6 +42,8 @@ def test_index_lists_skipped_files_and_names_unsupported_image_formats(
     (folder / "print.eps").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n")
     (folder / "phone.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
     (folder / "notes.txt").write_text("not a picture")
+    (folder / "gone.jpg").symlink_to(folder / "moved-away.jpg")  # was silently ignored
+    os.mkfifo(folder / "pipe.jpg")  # reading it would wait forever
     code, document = run(
         capsys,
         "index",
@@ -52,10 +58,46 @@ def test_index_lists_skipped_files_and_names_unsupported_image_formats(
     assert code == 0, document
     assert document["added"] == 2
     skipped = {Path(s["uri"]).name: s["reason"] for s in document["skipped"]}
-    assert set(skipped) == {"drawing.svg", "print.eps", "phone.HEIC", "notes.txt"}
+    assert set(skipped) == {
+        *("drawing.svg", "print.eps", "phone.HEIC", "notes.txt", "gone.jpg", "pipe.jpg")
+    }
     for name in ("drawing.svg", "print.eps", "phone.HEIC"):
         assert "unsupported image format" in skipped[name], skipped[name]
     assert "not an image file" in skipped["notes.txt"]
+    assert "broken symbolic link" in skipped["gone.jpg"]
+    assert "not a regular file" in skipped["pipe.jpg"]
+    # Named on the command line, the FIFO is refused before anything is read or sent.
+    code, document = run(
+        capsys, "index", str(folder / "pipe.jpg"), "--collection", collection, "--json"
+    )
+    assert code == 2 and "not a regular file" in document["error"]["message"]
+
+
+def test_text_output_escapes_control_characters_in_stored_text(
+    server: ServerHandle,
+    client: StrataClient,
+    collection: str,
+    small_jpegs: Callable[..., list[tuple[str, bytes]]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    [(_, data)] = small_jpegs(1, seed=91)
+    uri = "tab\there\nnew line\x1b[31mred"
+    [added] = client.add_images(collection, [ImageToAdd(uri, data)])
+    assert added.status == "added"
+    argv = ["--collection", collection, "--server", server.address]
+    assert strata(["items", "list", *argv]) == 0
+    listed = capsys.readouterr().out
+    assert "\x1b" not in listed and "tab\\there\\nnew line\\x1b[31mred" in listed
+    assert len(listed.strip().splitlines()) == 3  # header, the item, the count: one line each
+    code, document = run(capsys, "items", "list", *argv, "--json")
+    assert code == 0 and document["items"][0]["uri"] == uri  # --json keeps the text as stored
+
+
+def test_items_help_lists_every_action(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        strata(["items", "--help"])
+    usage = capsys.readouterr().out
+    assert all(f"    {action} " in usage for action in ("get", "delete", "list")), usage
 
 
 @pytest.mark.slow
@@ -74,3 +116,90 @@ def test_long_lists_are_split_over_several_calls(
     vectors = [rng.standard_normal(dim).astype(np.float32).tolist() for _ in range(count)]
     results = client.search(collection, vectors, depths=["semantics"], k=1)
     assert len(results) == count
+
+
+def _photo_folder(tmp_path: Path, small_jpegs: Callable[..., list[tuple[str, bytes]]]) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for uri, data in small_jpegs(96, seed=83):
+        (folder / Path(uri).name).write_bytes(data)
+    return folder
+
+
+def _after_first(
+    monkeypatch: pytest.MonkeyPatch, images_sent: int, then: Callable[[], None]
+) -> None:
+    """Make StrataClient.add_images call `then` once a stream has sent `images_sent` images,
+    and give the command half a second to act on it before any stream sends more."""
+    original = StrataClient.add_images
+    lock = threading.Lock()
+    fired_at: list[float] = []
+
+    def add_images(self: StrataClient, collection: str, images: Any) -> Any:
+        def watched() -> Any:
+            for number, image in enumerate(images, 1):
+                yield image
+                with lock:
+                    if number == images_sent and not fired_at:
+                        fired_at.append(time.monotonic())
+                        then()
+                if fired_at:
+                    time.sleep(max(0.0, fired_at[0] + 0.5 - time.monotonic()))
+
+        return original(self, collection, watched())
+
+    monkeypatch.setattr(StrataClient, "add_images", add_images)
+
+
+def test_ctrl_c_stops_sending_and_reports_exactly_what_was_stored(
+    server: ServerHandle,
+    client: StrataClient,
+    collection: str,
+    small_jpegs: Callable[..., list[tuple[str, bytes]]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C: no more images go out, the answers to those sent are awaited, and the report
+    counts what the server stored (it used to upload the whole folder, then print a
+    traceback; on Python 3.11 an interrupted Thread.join also reported running streams as
+    done, so the counts fell short of what was stored)."""
+    folder = _photo_folder(tmp_path, small_jpegs)
+    _after_first(monkeypatch, 5, _thread.interrupt_main)
+    argv = ["index", str(folder), "--collection", collection, "--server", server.address]
+    code, document = run(capsys, *argv, "--json", "--quiet", "--streams", "2")
+    assert code == 130, document
+    stopped = document["stopped"]
+    assert stopped["code"] == "CANCELLED"
+    stored = client.get_collection(collection).items
+    assert document["added"] == stored and not document["failed"]
+    assert stopped["not_answered"] == 96 - stored > 48  # most were never sent
+    # The rerun sends the rest; what was stored reports unchanged.
+    monkeypatch.undo()
+    code, again = run(capsys, *argv, "--json", "--quiet")
+    assert code == 0 and "stopped" not in again
+    assert (again["unchanged"], again["added"]) == (stored, 96 - stored)
+
+
+def test_a_server_gone_mid_index_is_reported_with_what_it_acknowledged(
+    serve_process: Callable[..., Any],
+    small_jpegs: Callable[..., list[tuple[str, bytes]]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = _photo_folder(tmp_path, small_jpegs)
+    server = serve_process()
+    with server.client(timeout=60) as client:
+        client.create_collection("gone")
+    _after_first(monkeypatch, 40, server.kill)
+    argv = ["index", str(folder), "--collection", "gone", "--server", server.address]
+    code = strata([*argv, "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "stopped before the end (UNAVAILABLE" in captured.out
+    assert "Run the same command again" in captured.out
+    acknowledged = int(captured.out.split(",")[0].removeprefix("added "))
+    server.start()
+    with server.client(timeout=60) as client:
+        assert client.get_collection("gone").items >= acknowledged  # none of them lost

@@ -367,6 +367,13 @@ def test_out_of_range_port_is_refused(tmp_path: Path) -> None:
     assert "metrics address" in stderr and "out of range" in stderr
 
 
+def test_a_data_folder_that_is_a_file_is_named_as_such(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    stderr = _serve_fails("--listen", "127.0.0.1:0", "--data", str(afile), tmp_path=tmp_path)
+    assert f"the data folder {afile} is not a folder" in stderr, stderr  # not "File exists"
+
+
 def test_busy_listen_address_is_refused(server: ServerHandle, tmp_path: Path) -> None:
     """gRPC would share the port (SO_REUSEPORT) and split the clients between two servers."""
     # A server that started after all would run on: fail in a minute rather than in five.

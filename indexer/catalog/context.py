@@ -123,6 +123,11 @@ def new_origin() -> str:
 def check_data_folder(folder: Path) -> None:
     """Refuse to start on a data folder that cannot be written: every write would fail
     later, one request at a time, where an operator cannot see why."""
+    if folder.exists() and not folder.is_dir():
+        raise FailedPrecondition(
+            f"the data folder {folder} is not a folder",
+            hint="give the server a folder (--data / STRATA_DATA_DIR); it is created if missing",
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-check-{os.getpid()}"

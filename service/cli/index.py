@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
 
 from service.cli.index_report import report_index
 from service.cli.inputs import UsageError, checked_metadata, scan_paths
-from service.client import ImageToAdd, StrataClient
+from service.client import ImageToAdd, StrataClient, StrataClientError
 
+#: The exit status of a process stopped by Ctrl-C (128 + SIGINT), as shells report it.
+SIGINT_STATUS = 130
 #: Upload streams of `strata index` (bench/README: ingest, streams).
 DEFAULT_INDEX_STREAMS = 2
 
@@ -32,10 +34,14 @@ def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
         raise UsageError(f"--streams must be at least 1, got {args.streams}")
     failed: list[dict[str, str]] = []
     counts = {"added": 0, "replaced": 0, "unchanged": 0}
-    lock = threading.Lock()  # counts, failed and the bar, shared by the streams
+    lock = threading.Lock()  # counts, failed, errors and the bar, shared by the streams
+    stop = threading.Event()  # Ctrl-C or a stream's error: send no more images
+    errors: list[StrataClientError] = []
 
     def images(share: Sequence[Path]) -> Iterator[ImageToAdd]:
         for path in share:
+            if stop.is_set():
+                return  # the server answers what it has, then the stream ends
             try:
                 data = path.read_bytes()
             except OSError as exc:
@@ -45,33 +51,71 @@ def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
             labels = [path.parent.name] if args.labels_from_folders and path.parent.name else []
             yield ImageToAdd(str(path), data, labels, metadata, tags=args.tags)
 
-    def stream(share: Sequence[Path], bar: tqdm) -> None:
-        for result in client.add_images(args.collection, images(share)):
+    def stream(share: Sequence[Path], bar: tqdm, finished: threading.Event) -> None:
+        try:
+            for result in client.add_images(args.collection, images(share)):
+                with lock:
+                    if result.status == "failed":
+                        reason = result.error.message + (
+                            f" ({result.error.code})" if result.error.code else ""
+                        )
+                        failed.append({"uri": result.uri, "error": reason})
+                    else:
+                        counts[result.status] = counts.get(result.status, 0) + 1
+                    bar.update(1)
+        except StrataClientError as exc:  # the server gone, the collection deleted...
+            stop.set()
             with lock:
-                if result.status == "failed":
-                    reason = result.error.message + (
-                        f" ({result.error.code})" if result.error.code else ""
-                    )
-                    failed.append({"uri": result.uri, "error": reason})
-                else:
-                    counts[result.status] = counts.get(result.status, 0) + 1
-                bar.update(1)
+                errors.append(exc)
+        finally:
+            finished.set()
 
     # Several streams keep a server's pipeline full: one stream's batch decodes while
     # another's runs forward or commits. Files are dealt out in turn, so each stream gets
-    # a like mix of sizes.
-    shares = [paths[i :: args.streams] for i in range(args.streams)]
+    # a like mix of sizes. Daemon threads: a second Ctrl-C leaves without waiting for them.
+    shares = [share for i in range(args.streams) if (share := paths[i :: args.streams])]
+    interrupted = False
     with tqdm(
         total=len(paths), unit="img", desc="indexing", file=sys.stderr, disable=args.quiet
     ) as bar:
-        if len(shares) == 1:
-            stream(shares[0], bar)
-        else:
-            with ThreadPoolExecutor(len(shares), thread_name_prefix="index-stream") as pool:
-                for done in [pool.submit(stream, share, bar) for share in shares if share]:
-                    done.result()  # a stream's error (server gone...) ends the command
-        bar.update(len(paths) - bar.n)
-    return report_index(args, counts, failed, skipped)
+        streams = [threading.Event() for _ in shares]
+        for share, finished in zip(shares, streams, strict=True):
+            threading.Thread(
+                target=stream, args=(share, bar, finished), name="index-stream", daemon=True
+            ).start()
+        try:
+            _wait(streams)
+        except KeyboardInterrupt:
+            interrupted = True
+            stop.set()
+            print(
+                "\nstrata: interrupted: waiting for the server's answers to the images already "
+                "sent (Ctrl-C again to quit without them)",
+                file=sys.stderr,
+            )
+            with contextlib.suppress(KeyboardInterrupt):  # report the counts so far
+                _wait(streams)
+        if not (interrupted or errors):
+            bar.update(len(paths) - bar.n)
+    if not (interrupted or errors):
+        return report_index(args, counts, failed, skipped)
+    with lock:  # threads may still run after a second Ctrl-C: report a snapshot
+        stopped = (
+            {"code": "CANCELLED", "message": "interrupted (Ctrl-C)"}
+            if interrupted
+            else {"code": errors[0].code, "message": errors[0].details}
+        )
+        report_index(args, dict(counts), list(failed), skipped, stopped, total=len(paths))
+    return SIGINT_STATUS if interrupted else 1
+
+
+def _wait(streams: Sequence[threading.Event]) -> None:
+    """Wait until every stream has finished, in short waits, so that Ctrl-C reaches this
+    thread at once. Events, not Thread.join: on Python 3.11 a join that Ctrl-C interrupts
+    can leave a running thread reported as finished (is_alive() False)."""
+    for finished in streams:
+        while not finished.wait(0.2):
+            pass
 
 
 def register(commands: argparse._SubParsersAction, client_options: argparse.ArgumentParser) -> None:

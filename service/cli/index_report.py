@@ -13,24 +13,40 @@ def report_index(
     counts: dict[str, int],
     failed: Sequence[dict[str, str]],
     skipped: Sequence[dict[str, str]],
+    stopped: dict[str, str] | None = None,
+    total: int = 0,
 ) -> int:
     """Print the counts, each failure (its error names its file) and each file of the
-    folders given that was not sent, with the reason; exit status 1 when any failed."""
-    document = {
+    folders given that was not sent, with the reason; exit status 1 when any failed.
+
+    `stopped` (code, message) when the run ended before every one of the `total` files was
+    answered (Ctrl-C, the server gone): the counts are what the server acknowledged, and the
+    document says how many files were left and that a rerun picks them up."""
+    document: dict[str, object] = {
         "added": counts.get("added", 0),
         "replaced": counts.get("replaced", 0),
         "unchanged": counts.get("unchanged", 0),
         "failed": list(failed),
         "skipped": list(skipped),
     }
-    emit(
-        args,
-        document,
-        lambda: (
+    answered = sum(counts.values()) + len(failed)
+    if stopped is not None:
+        document["stopped"] = {**stopped, "not_answered": max(0, total - answered)}
+
+    def text() -> str:
+        lines = (
             f"added {document['added']}, replaced {document['replaced']}, unchanged "
             f"{document['unchanged']}, failed {len(failed)}, skipped {len(skipped)}"
             + "".join(f"\n  {f['error']}" for f in failed)
             + "".join(f"\n  skipped {s['uri']}: {s['reason']}" for s in skipped)
-        ),
-    )
-    return 1 if failed else 0
+        )
+        if stopped is not None:
+            lines += (
+                f"\nstopped before the end ({stopped['code']}: {stopped['message']}): "
+                f"{max(0, total - answered)} of {total} files not answered. Run the same "
+                "command again: images already stored report unchanged."
+            )
+        return lines
+
+    emit(args, document, text)
+    return 1 if failed or stopped is not None else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -41,17 +42,30 @@ def scan_paths(paths: Sequence[str]) -> tuple[list[Path], list[dict[str, str]]]:
         path = Path(raw)
         if path.is_dir():
             for p in sorted(path.rglob("*")):
-                if not p.is_file():
+                if p.is_dir():
                     continue
-                if is_image_file(p):
+                if p.is_file() and is_image_file(p):
                     found.append(p)
-                elif not p.name.startswith("."):  # .DS_Store and friends are no one's image
+                elif p.name.startswith("."):  # .DS_Store and friends are no one's image
+                    continue
+                elif not p.is_file():  # a broken link, or a FIFO (reading it would hang)
+                    skipped.append({"uri": str(p), "reason": not_a_file_reason(p)})
+                else:
                     skipped.append({"uri": str(p), "reason": skip_reason(p)})
-        elif path.exists():
+        elif path.is_file():
             found.append(path)
+        elif path.exists() or path.is_symlink():
+            raise UsageError(f"{raw}: {not_a_file_reason(path)}")
         else:
             raise UsageError(f"{raw}: no such file or folder")
     return found, skipped
+
+
+def not_a_file_reason(path: Path) -> str:
+    """Why a path that is neither a folder nor a regular file is not read."""
+    if path.is_symlink() and not path.exists():
+        return f"a broken symbolic link (to {os.readlink(path)})"
+    return "not a regular file (a FIFO, socket or device)"
 
 
 def expand_paths(paths: Sequence[str]) -> list[Path]:

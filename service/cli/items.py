@@ -91,11 +91,11 @@ def cmd_items_list(args: argparse.Namespace, client: StrataClient) -> int:
 def register(commands: argparse._SubParsersAction, client_options: argparse.ArgumentParser) -> None:
     items = commands.add_parser("items", help="list, get or delete stored items")
     item_cmds = items.add_subparsers(dest="action", required=True, metavar="ACTION")
-    get = item_cmds.add_parser("get", parents=[client_options])
+    get = item_cmds.add_parser("get", parents=[client_options], help="one item by id")
     get.add_argument("id", type=int)
     get.add_argument("--collection", required=True)
     get.set_defaults(run=cmd_items_get)
-    remove = item_cmds.add_parser("delete", parents=[client_options])
+    remove = item_cmds.add_parser("delete", parents=[client_options], help="items by id")
     remove.add_argument("ids", type=int, nargs="+")
     remove.add_argument("--collection", required=True)
     remove.set_defaults(run=cmd_items_delete)

@@ -9,7 +9,7 @@ from typing import Any
 
 from indexer.core.vocabulary import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SUGGESTIONS, LABEL_SOURCES
 from service.cli.inputs import UsageError, cross_validation_options, parse_pairs, read_images
-from service.cli.output import emit, table
+from service.cli.output import emit, printable, table
 from service.client import StrataClient
 
 METHOD_CHOICES = ("probe", "self-training", "knn", "propagation", "ensemble")
@@ -43,7 +43,7 @@ def cmd_probe_classify(args: argparse.Namespace, client: StrataClient) -> int:
     def text() -> str:
         lines = [f"probe at {response.depth}"]
         for p in response.predictions:
-            name = f"#{p.id} {p.uri}" if p.id else p.uri
+            name = f"#{p.id} {printable(p.uri)}" if p.id else printable(p.uri)
             if p.error.message:
                 lines.append(f"{name}: error: {p.error.message}")
             else:
@@ -97,7 +97,10 @@ def cmd_predict(args: argparse.Namespace, client: StrataClient) -> int:
             ),
         ]
         if args.verbose:
-            lines += [f"  #{p.id} {p.uri}: {p.label} ({p.confidence:.2f})" for p in r.predictions]
+            lines += [
+                f"  #{p.id} {printable(p.uri)}: {printable(p.label)} ({p.confidence:.2f})"
+                for p in r.predictions
+            ]
         return "\n".join(lines)
 
     emit(args, document, text)
@@ -231,7 +234,9 @@ def cmd_duplicates(args: argparse.Namespace, client: StrataClient) -> int:
     def text() -> str:
         lines = [f"{len(r.groups)} group(s) at {r.depth}, cosine >= {r.threshold:.3f}"]
         for n, g in enumerate(r.groups, 1):
-            lines.append(f"group {n}: " + ", ".join(f"#{m.id} {m.uri}" for m in g.members))
+            lines.append(
+                f"group {n}: " + ", ".join(f"#{m.id} {printable(m.uri)}" for m in g.members)
+            )
         return "\n".join(lines)
 
     emit(args, document, text)

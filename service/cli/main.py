@@ -90,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             **tls_files(args),
         ) as client:
             return int(args.run(args, client))
+    except KeyboardInterrupt:  # Ctrl-C: no traceback (strata index reports what was stored)
+        print("\nstrata: interrupted", file=sys.stderr)
+        return index.SIGINT_STATUS
     except BrokenPipeError:
         # The reader went away (`strata ... --json | head`): stop quietly, as `cat` would.
         # stdout goes to /dev/null so that the interpreter's last flush does not fail too.

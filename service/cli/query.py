@@ -10,7 +10,7 @@ from PIL import Image
 
 from indexer.core.vocabulary import POOLINGS
 from service.cli.inputs import UsageError, parse_pairs, read_images
-from service.cli.output import emit
+from service.cli.output import emit, printable
 from service.cli.pictures import Cell, ItemImages, decode_image, image_grid
 from service.client import StrataClient
 from service.generated.strata.v1 import strata_pb2 as pb
@@ -56,12 +56,13 @@ def cmd_search(args: argparse.Namespace, client: StrataClient) -> int:
     def text() -> str:
         lines = []
         for r in results:
-            lines.append(f"query {r.query}")
+            lines.append(f"query {printable(r.query)}")
             for d in r.results:
                 lines.append(f"  {d.depth}:")
                 for rank, h in enumerate(d.hits, 1):
-                    labels = f"  [{', '.join(h.labels)}]" if h.labels else ""
-                    lines.append(f"    {rank:>3}. {h.score:.4f}  #{h.id}  {h.uri}{labels}")
+                    labels = f"  [{printable(', '.join(h.labels))}]" if h.labels else ""
+                    uri = printable(h.uri)
+                    lines.append(f"    {rank:>3}. {h.score:.4f}  #{h.id}  {uri}{labels}")
         return "\n".join(lines)
 
     if args.out:
@@ -130,9 +131,11 @@ def cmd_classify(args: argparse.Namespace, client: StrataClient) -> int:
         lines = []
         for p in predictions:
             if p.error.message:
-                lines.append(f"{p.uri}: error: {p.error.message}")
+                lines.append(f"{printable(p.uri)}: error: {p.error.message}")
                 continue
-            lines.append(f"{p.uri}: " + ", ".join(f"{t.label} ({t.score:.2f})" for t in p.top))
+            lines.append(
+                f"{printable(p.uri)}: " + ", ".join(f"{t.label} ({t.score:.2f})" for t in p.top)
+            )
             if args.coarse:
                 lines.append(
                     "  coarse: " + ", ".join(f"{t.label} ({t.score:.2f})" for t in p.coarse)
@@ -163,7 +166,7 @@ def cmd_embed(args: argparse.Namespace, client: StrataClient) -> int:
         args,
         document,
         lambda: "\n".join(
-            f"{e.uri}: "
+            f"{printable(e.uri)}: "
             + (e.error.message or ", ".join(f"{v.depth} [{len(v.values)}]" for v in e.vectors))
             for e in embeddings
         ),
