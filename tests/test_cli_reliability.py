@@ -173,7 +173,7 @@ def test_ctrl_c_stops_sending_and_reports_exactly_what_was_stored(
     assert stopped["code"] == "CANCELLED"
     stored = client.get_collection(collection).items
     assert document["added"] == stored and not document["failed"]
-    assert stopped["not_answered"] == 96 - stored > 48  # most were never sent
+    assert stopped["not_answered"] == 96 - stored >= 30  # the first stream sent ~5 of its 48
     # The rerun sends the rest; what was stored reports unchanged.
     monkeypatch.undo()
     code, again = run(capsys, *argv, "--json", "--quiet")
