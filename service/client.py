@@ -61,7 +61,9 @@ class ImageToAdd:
 
 #: A search query: an image file (Path or str), image bytes, a stored item's id (int, numpy
 #: integers included), a raw vector, or a pb.Query.
-QueryLike = Path | str | bytes | int | numbers.Integral | Sequence[float] | pb.Query
+QueryLike = (
+    os.PathLike[str] | str | bytes | bytearray | int | numbers.Integral | Sequence[float] | pb.Query
+)
 
 
 def default_server() -> str:
@@ -296,10 +298,10 @@ def _query_bytes(query: pb.Query) -> int:
 def to_query(value: QueryLike, position: int = 0) -> pb.Query:
     if isinstance(value, pb.Query):
         return value
-    if isinstance(value, str | Path):
+    if isinstance(value, str | os.PathLike):
         return pb.Query(name=str(value), image=Path(value).read_bytes())
-    if isinstance(value, bytes):
-        return pb.Query(name=f"image {position}", image=value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return pb.Query(name=f"image {position}", image=bytes(value))
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return pb.Query(name=str(int(value)), item_id=int(value))
     if isinstance(value, Iterable):

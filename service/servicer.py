@@ -39,6 +39,11 @@ BATCH_WAIT_S = 0.02
 SearchKey = tuple[str, tuple[str, ...], int, bytes]
 
 
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class StrataServicer(pb_grpc.StrataServicer):
     def __init__(self, ctx: Context, settings: ServiceSettings):
         self.ctx = ctx
@@ -169,6 +174,9 @@ class StrataServicer(pb_grpc.StrataServicer):
                         in_flight.append(asyncio.create_task(self._add_batch(collection, batch)))
         finally:
             reader.cancel()
+            # A client gone mid-stream fails the reader (AbortError): the stream's end says
+            # so already; retrieve it, or each such stream logs "exception never retrieved".
+            reader.add_done_callback(_retrieve)
             for task in (reading, *in_flight):
                 if task is not None:
                     task.cancel()

@@ -4,11 +4,10 @@ one call's limit are split over several calls by the client itself."""
 
 from __future__ import annotations
 
-import _thread
 import json
 import os
-import threading
-import time
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import ServerHandle
+from index_hooks import call_after_sending
 
 from indexer.core.vocabulary import MAX_IMAGES_PER_REQUEST
 from service.cli.main import main as strata
@@ -81,13 +81,13 @@ def test_text_output_escapes_control_characters_in_stored_text(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     [(_, data)] = small_jpegs(1, seed=91)
-    uri = "tab\there\nnew line\x1b[31mred"
+    uri = "写真\u3000tab\there\nnew line\x1b[31mred"  # CJK and a wide space stay as they are
     [added] = client.add_images(collection, [ImageToAdd(uri, data)])
     assert added.status == "added"
     argv = ["--collection", collection, "--server", server.address]
     assert strata(["items", "list", *argv]) == 0
     listed = capsys.readouterr().out
-    assert "\x1b" not in listed and "tab\\there\\nnew line\\x1b[31mred" in listed
+    assert "\x1b" not in listed and "写真\u3000tab\\there\\nnew line\\x1b[31mred" in listed
     assert len(listed.strip().splitlines()) == 3  # header, the item, the count: one line each
     code, document = run(capsys, "items", "list", *argv, "--json")
     assert code == 0 and document["items"][0]["uri"] == uri  # --json keeps the text as stored
@@ -126,29 +126,14 @@ def _photo_folder(tmp_path: Path, small_jpegs: Callable[..., list[tuple[str, byt
     return folder
 
 
-def _after_first(
-    monkeypatch: pytest.MonkeyPatch, images_sent: int, then: Callable[[], None]
-) -> None:
-    """Make StrataClient.add_images call `then` once a stream has sent `images_sent` images,
-    and give the command half a second to act on it before any stream sends more."""
-    original = StrataClient.add_images
-    lock = threading.Lock()
-    fired_at: list[float] = []
-
-    def add_images(self: StrataClient, collection: str, images: Any) -> Any:
-        def watched() -> Any:
-            for number, image in enumerate(images, 1):
-                yield image
-                with lock:
-                    if number == images_sent and not fired_at:
-                        fired_at.append(time.monotonic())
-                        then()
-                if fired_at:
-                    time.sleep(max(0.0, fired_at[0] + 0.5 - time.monotonic()))
-
-        return original(self, collection, watched())
-
-    monkeypatch.setattr(StrataClient, "add_images", add_images)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SIGINT_AFTER_FIVE = """
+import os, signal, sys
+from index_hooks import call_after_sending
+from service.cli.main import main
+call_after_sending(5, lambda: os.kill(os.getpid(), signal.SIGINT))
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 def test_ctrl_c_stops_sending_and_reports_exactly_what_was_stored(
@@ -158,24 +143,31 @@ def test_ctrl_c_stops_sending_and_reports_exactly_what_was_stored(
     small_jpegs: Callable[..., list[tuple[str, bytes]]],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Ctrl-C: no more images go out, the answers to those sent are awaited, and the report
     counts what the server stored (it used to upload the whole folder, then print a
     traceback; on Python 3.11 an interrupted Thread.join also reported running streams as
     done, so the counts fell short of what was stored)."""
     folder = _photo_folder(tmp_path, small_jpegs)
-    _after_first(monkeypatch, 5, _thread.interrupt_main)
     argv = ["index", str(folder), "--collection", collection, "--server", server.address]
-    code, document = run(capsys, *argv, "--json", "--quiet", "--streams", "2")
-    assert code == 130, document
+    # A process of its own, as a user's: SIGINT once a stream has sent 5 images.
+    done = subprocess.run(
+        [sys.executable, "-c", SIGINT_AFTER_FIVE, *argv, "--json", "--quiet", "--streams", "2"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'tests'}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and "interrupted: waiting" in done.stderr
+    document = json.loads(done.stdout)
     stopped = document["stopped"]
     assert stopped["code"] == "CANCELLED"
     stored = client.get_collection(collection).items
     assert document["added"] == stored and not document["failed"]
     assert stopped["not_answered"] == 96 - stored >= 30  # the first stream sent ~5 of its 48
     # The rerun sends the rest; what was stored reports unchanged.
-    monkeypatch.undo()
     code, again = run(capsys, *argv, "--json", "--quiet")
     assert code == 0 and "stopped" not in again
     assert (again["unchanged"], again["added"]) == (stored, 96 - stored)
@@ -192,9 +184,12 @@ def test_a_server_gone_mid_index_is_reported_with_what_it_acknowledged(
     server = serve_process()
     with server.client(timeout=60) as client:
         client.create_collection("gone")
-    _after_first(monkeypatch, 40, server.kill)
+    restore = call_after_sending(40, server.kill)
     argv = ["index", str(folder), "--collection", "gone", "--server", server.address]
-    code = strata([*argv, "--quiet"])
+    try:
+        code = strata([*argv, "--quiet"])
+    finally:
+        restore()
     captured = capsys.readouterr()
     assert code == 1
     assert "stopped before the end (UNAVAILABLE" in captured.out
@@ -203,3 +198,40 @@ def test_a_server_gone_mid_index_is_reported_with_what_it_acknowledged(
     server.start()
     with server.client(timeout=60) as client:
         assert client.get_collection("gone").items >= acknowledged  # none of them lost
+
+
+def test_index_refused_as_a_whole_is_an_error_document_not_a_partial_report(
+    server: ServerHandle,
+    small_jpegs: Callable[..., list[tuple[str, bytes]]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = _photo_folder(tmp_path, small_jpegs)
+    argv = ["index", str(folder), "--collection", "no-such-collection", "--json", "--quiet"]
+    code, document = run(capsys, *argv, "--server", server.address)
+    assert code == 1 and set(document) == {"error"}, document
+    assert document["error"]["code"] == "NOT_FOUND"
+
+
+def test_a_stream_that_breaks_on_a_bug_raises_rather_than_reporting_success(
+    server: ServerHandle,
+    collection: str,
+    small_jpegs: Callable[..., list[tuple[str, bytes]]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = _photo_folder(tmp_path, small_jpegs)
+    original = StrataClient.add_images
+
+    def add_images(self: StrataClient, collection: str, images: Any) -> Any:
+        results = original(self, collection, images)
+        try:
+            yield next(results)
+            raise RuntimeError("a bug after the first result")
+        finally:
+            results.close()  # cancel the call here, not whenever the collector gets to it
+
+    monkeypatch.setattr(StrataClient, "add_images", add_images)
+    argv = ["index", str(folder), "--collection", collection, "--server", server.address]
+    with pytest.raises(RuntimeError, match="a bug after the first result"):
+        strata([*argv, "--json", "--quiet"])

@@ -103,8 +103,10 @@ def test_whole_framing_keeps_the_whole_shorter_side_of_a_wide_image() -> None:
         ("astronaut", (3000, 2000), "bicubic"),  # shrunk 7.8x: Pillow's reducing path
         ("hubble_deep_field", (90, 120), "bicubic"),  # enlarged
         ("coffee", (640, 480), "bilinear"),  # torchvision backbones' filter
-        ("rocket", (24, 2400), "bicubic"),  # a strip: resampled from its central window
+        ("rocket", (24, 2400), "bicubic"),  # strips: Pillow's crop window, not a 150 GB resize
         ("coffee", (3000, 40), "bilinear"),
+        ("rocket", (23, 2401), "bicubic"),  # odd sizes: a half-pixel shift would show
+        ("coffee", (2403, 300), "bicubic"),
     ],
 )
 def test_framing_computes_torchvisions_resize_then_centre_crop(

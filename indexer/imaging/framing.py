@@ -92,11 +92,14 @@ def crop_box(width: int, height: int, pre: Preprocessing) -> tuple[float, float,
     return (left * sx, top * sy, (left + pre.crop) * sx, (top + pre.crop) * sy)
 
 
-#: The longest side, as a multiple of the shorter, that `frame_tensor` resamples whole. The
-#: centre crop keeps at most a square of the shorter side, so a longer strip is first cut
-#: to its central window of this shape: resized whole, a 1 x 1,000,000 PNG (4 KB, 1 Mpx)
-#: would take 150 GB, and 1 x 5,000 took 0.8 GB. Photos, panoramas included, are far below.
+#: A strip longer than this many times its width is framed by Pillow's crop-window resize
+#: on the CPU, which reads only the source pixels the crop needs: PyTorch resamples the
+#: whole image first, and the shorter side's enlargement stretches the longer one (a
+#: 1 x 1,000,000 PNG, 4 KB and 1 Mpx, asked for 150 GB; 1 x 5,000 took 0.8 GB).
 MAX_ASPECT = 8
+#: The longest side `frame_tensor` lets a resize produce (the GPU path has no Pillow to fall
+#: back on): past it, the source is first cut to a central window that holds the crop.
+MAX_RESIZED_SIDE = 4096
 
 
 def frame_tensor(image: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
@@ -104,7 +107,7 @@ def frame_tensor(image: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     of the shorter side to `pre.resize` (antialiased), then CenterCrop `pre.crop`. `pre` is
     the plain recipe for this image (`Preprocessing.for_image`)."""
     resized = TF.resize(
-        _central_window(image),
+        _central_window(image, pre),
         [pre.resize],
         interpolation=_INTERPOLATION[pre.interpolation],
         antialias=True,
@@ -112,16 +115,16 @@ def frame_tensor(image: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     return TF.center_crop(resized, [pre.crop, pre.crop]).permute(1, 2, 0).contiguous()
 
 
-def _central_window(image: torch.Tensor) -> torch.Tensor:
-    """The image, or for a strip longer than MAX_ASPECT times its width, its central
-    MAX_ASPECT:1 window (a view). What the crop keeps is inside it, with a margin of 3.5
-    shorter sides for the filter on each side; the pixel grid may move by a fraction of a
-    pixel, which only such strips see."""
+def _central_window(image: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
+    """The image, or when resizing its shorter side to `pre.resize` would stretch the longer
+    one past MAX_RESIZED_SIDE, its central window of that length (a view). The crop lies
+    inside it with a wide margin for the filter; the pixel grid may move by up to half a
+    source pixel, which only such strips (over 16:1 for a 256 px resize) see."""
     height, width = int(image.shape[-2]), int(image.shape[-1])
     short, long = min(height, width), max(height, width)
-    if long <= MAX_ASPECT * short:
+    if pre.resize * long <= MAX_RESIZED_SIDE * short:
         return image
-    keep = MAX_ASPECT * short
+    keep = -(-MAX_RESIZED_SIDE * short // pre.resize)  # ceil: at least the crop's share
     start = (long - keep) // 2
     if height > width:
         return image[..., start : start + keep, :]
@@ -146,7 +149,8 @@ def prepare_pixels(
         return np.asarray(image.convert("RGB")) if whole else _resize_crop_window(image, pre)
     if whole:
         return np.asarray(image)
-    if min(width, height) < TORCH_BELOW * pre.resize:
+    short, long = min(width, height), max(width, height)
+    if short < TORCH_BELOW * pre.resize and long <= MAX_ASPECT * short:
         # np.array, not asarray: torch wants a writable array (Pillow's bytes are read-only).
         pixels = torch.from_numpy(image if isinstance(image, np.ndarray) else np.array(image))
         return frame_tensor(pixels.permute(2, 0, 1), pre).numpy()

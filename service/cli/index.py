@@ -17,6 +17,12 @@ from service.client import ImageToAdd, StrataClient, StrataClientError
 
 #: The exit status of a process stopped by Ctrl-C (128 + SIGINT), as shells report it.
 SIGINT_STATUS = 130
+#: Statuses of a run cut short rather than refused (the server gone, a timeout, a full disk):
+#: reported with what was acknowledged and a rerun hint, even when nothing was yet.
+BROKEN = frozenset(
+    {"UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "CANCELLED", "RESOURCE_EXHAUSTED"}
+    | {"INTERNAL", "UNKNOWN"}
+)
 #: Upload streams of `strata index` (bench/README: ingest, streams).
 DEFAULT_INDEX_STREAMS = 2
 
@@ -37,6 +43,8 @@ def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
     lock = threading.Lock()  # counts, failed, errors and the bar, shared by the streams
     stop = threading.Event()  # Ctrl-C or a stream's error: send no more images
     errors: list[StrataClientError] = []
+    crashes: list[Exception] = []
+    answered = [0]  # results the server sent, failures included
 
     def images(share: Sequence[Path]) -> Iterator[ImageToAdd]:
         for path in share:
@@ -55,6 +63,7 @@ def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
         try:
             for result in client.add_images(args.collection, images(share)):
                 with lock:
+                    answered[0] += 1
                     if result.status == "failed":
                         reason = result.error.message + (
                             f" ({result.error.code})" if result.error.code else ""
@@ -67,6 +76,10 @@ def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
             stop.set()
             with lock:
                 errors.append(exc)
+        except Exception as exc:  # a bug: raised again in the main thread, never a report
+            stop.set()
+            with lock:
+                crashes.append(exc)
         finally:
             finished.set()
 
@@ -95,15 +108,19 @@ def cmd_index(args: argparse.Namespace, client: StrataClient) -> int:
             )
             with contextlib.suppress(KeyboardInterrupt):  # report the counts so far
                 _wait(streams)
+        if crashes:
+            raise crashes[0]
+        if errors and not interrupted and not answered[0] and errors[0].code not in BROKEN:
+            raise errors[0]  # refused as a whole (unknown collection, token...): as any command
         if not (interrupted or errors):
             bar.update(len(paths) - bar.n)
     if not (interrupted or errors):
         return report_index(args, counts, failed, skipped)
     with lock:  # threads may still run after a second Ctrl-C: report a snapshot
         stopped = (
-            {"code": "CANCELLED", "message": "interrupted (Ctrl-C)"}
+            {"code": "CANCELLED", "message": "interrupted (Ctrl-C)", "hint": ""}
             if interrupted
-            else {"code": errors[0].code, "message": errors[0].details}
+            else {"code": errors[0].code, "message": errors[0].message, "hint": errors[0].hint}
         )
         report_index(args, dict(counts), list(failed), skipped, stopped, total=len(paths))
     return SIGINT_STATUS if interrupted else 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from service.cli.output import emit
+from service.cli.output import emit, printable
 
 
 def report_index(
@@ -19,7 +19,7 @@ def report_index(
     """Print the counts, each failure (its error names its file) and each file of the
     folders given that was not sent, with the reason; exit status 1 when any failed.
 
-    `stopped` (code, message) when the run ended before every one of the `total` files was
+    `stopped` (code, message, hint) when the run ended before every one of the `total` files was
     answered (Ctrl-C, the server gone): the counts are what the server acknowledged, and the
     document says how many files were left and that a rerun picks them up."""
     document: dict[str, object] = {
@@ -37,14 +37,16 @@ def report_index(
         lines = (
             f"added {document['added']}, replaced {document['replaced']}, unchanged "
             f"{document['unchanged']}, failed {len(failed)}, skipped {len(skipped)}"
-            + "".join(f"\n  {f['error']}" for f in failed)
-            + "".join(f"\n  skipped {s['uri']}: {s['reason']}" for s in skipped)
+            + "".join(f"\n  {printable(f['error'])}" for f in failed)
+            + "".join(f"\n  skipped {printable(s['uri'])}: {s['reason']}" for s in skipped)
         )
         if stopped is not None:
+            hint = f" Hint: {stopped['hint']}" if stopped.get("hint") else ""
             lines += (
-                f"\nstopped before the end ({stopped['code']}: {stopped['message']}): "
+                f"\nstopped before the end ({stopped['code']}: {stopped['message']}{hint}): "
                 f"{max(0, total - answered)} of {total} files not answered. Run the same "
-                "command again: images already stored report unchanged."
+                "command again once the cause is fixed: images already stored report "
+                "unchanged."
             )
         return lines
 

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from service.cli.inputs import UsageError, read_images
-from service.cli.output import emit
+from service.cli.output import emit, printable
 from service.cli.pictures import Cell, ItemImages, image_grid, overlay
 from service.client import StrataClient
 
@@ -75,9 +75,9 @@ def cmd_explain(args: argparse.Namespace, client: StrataClient) -> int:
 
     def text() -> str:
         return "\n".join(
-            f"{x['uri']}: error: {x['error']}"
+            f"{printable(x['uri'])}: error: {x['error']}"
             if "error" in x
-            else f"{x['uri']}: {x['target']} ({x['score']:.2f}) at {x['depth']} "
+            else f"{printable(x['uri'])}: {x['target']} ({x['score']:.2f}) at {x['depth']} "
             f"[{len(x['heatmap'])}x{len(x['heatmap'][0])}] -> {x['png']}"
             for x in entries
         )

@@ -47,7 +47,7 @@ def cmd_probe_classify(args: argparse.Namespace, client: StrataClient) -> int:
             if p.error.message:
                 lines.append(f"{name}: error: {p.error.message}")
             else:
-                best = ", ".join(f"{s.label} ({s.score:.2f})" for s in p.scores[:top])
+                best = ", ".join(f"{printable(s.label)} ({s.score:.2f})" for s in p.scores[:top])
                 lines.append(f"{name}: {best}")
         return "\n".join(lines)
 

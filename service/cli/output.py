@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,14 +18,20 @@ def emit(args: argparse.Namespace, document: dict[str, Any], text: Callable[[], 
         print(text())
 
 
+#: Bidirectional controls: they reorder the text around them on a terminal.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def printable(text: object) -> str:
     """Text for a terminal: control characters (a tab, a newline or an escape sequence in a
-    stored uri or label) as Python escapes, so they neither break a table's layout nor
-    reach the terminal. --json output keeps the text as stored."""
+    stored uri or label, bidirectional overrides) as Python escapes, so they neither break
+    a table's layout nor reach the terminal. Other characters, non-Latin scripts, emoji
+    and wide spaces included, are left alone; --json output keeps the text as stored."""
     value = str(text)
-    if value.isprintable():
-        return value
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+    return "".join(
+        repr(c)[1:-1] if unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS else c
+        for c in value
+    )
 
 
 def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from service.cli.inputs import cross_validation_options
-from service.cli.output import emit, table
+from service.cli.output import emit, printable, table
 from service.cli.pictures import write_confusion
 from service.client import StrataClient
 from service.generated.strata.v1 import labels_pb2 as pb
@@ -122,7 +122,7 @@ def cmd_probe(args: argparse.Namespace, client: StrataClient) -> int:
             worst = sorted(measured.items(), key=lambda kv: kv[1])[:3]
             lines.append(
                 f"best: {best['depth']}; its weakest classes: "
-                + ", ".join(f"{label} {acc:.2f}" for label, acc in worst)
+                + ", ".join(f"{printable(label)} {acc:.2f}" for label, acc in worst)
             )
         lines += [f"chart: {path}" for path in chart]
         lines += [f"confusion: {path}" for path in document.get("confusion", [])]

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from indexer.core.vocabulary import MAX_PAGE_SIZE
 from service.cli.inputs import expand_paths
-from service.cli.output import emit
+from service.cli.output import emit, printable
 from service.client import StrataClient
 
 
@@ -73,7 +73,7 @@ def cmd_backfill(args: argparse.Namespace, client: StrataClient) -> int:
         lambda: (
             f"wrote {written} thumbnail(s) from {len(matched)} matching file(s) of "
             f"{len(paths)}; {left} item(s) still without one"
-            + "".join(f"\n  {f['uri']}: {f['error']}" for f in failed)
+            + "".join(f"\n  {printable(f['uri'])}: {f['error']}" for f in failed)
         ),
     )
     return 1 if failed else 0

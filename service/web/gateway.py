@@ -64,7 +64,7 @@ class Gateway:
             made = StrataClient(
                 s.server,
                 timeout=s.timeout,
-                token=token,
+                token=token or "",  # none: not the web process's own STRATA_TOKEN
                 root_certificates=s.root_certificates,
                 private_key=s.private_key,
                 certificate_chain=s.certificate_chain,
