@@ -1,6 +1,8 @@
 """The CLI as a new user meets it: files skipped by suffix are listed with the reason (and
-formats people expect to be images say "unsupported image format"), and lists longer than
-one call's limit are split over several calls by the client itself."""
+formats people expect to be images say "unsupported image format"), lists longer than one
+call's limit are split over several calls by the client itself, `strata index` stopped by
+Ctrl-C or by a server that went away reports what was stored, and text output never passes
+control characters of stored text to the terminal."""
 
 from __future__ import annotations
 
