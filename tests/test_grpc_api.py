@@ -799,7 +799,8 @@ def test_classify_photos(server: ServerHandle, client: StrataClient) -> None:
 def test_request_without_collection_is_not_unknown(
     server: ServerHandle, client: StrataClient
 ) -> None:
-    """Empty or default-valued requests get a real status, never UNKNOWN or INTERNAL."""
+    """Empty or default-valued requests get a real status, never UNKNOWN or INTERNAL: the
+    caller's mistake (INVALID_ARGUMENT), not a collection that does not exist."""
     stub: pb_grpc.StrataStub = client.stub
     calls = [
         (stub.GetCollection, pb.GetCollectionRequest()),
@@ -812,10 +813,7 @@ def test_request_without_collection_is_not_unknown(
     for method, request in calls:
         with pytest.raises(grpc.RpcError) as caught:
             method(request, timeout=60)
-        assert caught.value.code() in (
-            grpc.StatusCode.INVALID_ARGUMENT,
-            grpc.StatusCode.NOT_FOUND,
-        ), (method, caught.value)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, caught.value)
     assert_serving(server, client)
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from indexer.core.errors import AlreadyExists, NotFound, quote
+from indexer.core.errors import AlreadyExists, InvalidInput, NotFound, StrataError, quote
 from indexer.core.vocabulary import DEFAULT_FRAMING
 from indexer.store import change_log
 from indexer.store.models import (
@@ -92,7 +92,12 @@ def get_collection(session: Session, name: str) -> Collection:
     return collection
 
 
-def _no_collection(name: str) -> NotFound:
+def _no_collection(name: str) -> StrataError:
+    if not name:  # a request that forgot the field, not a collection that went away
+        return InvalidInput(
+            "the request names no collection",
+            hint="name one (--collection NAME; `strata collections list` shows them)",
+        )
     return NotFound(
         f"collection {quote(name)} does not exist",
         hint="list them with `strata collections list` or create it first",
