@@ -23,6 +23,7 @@ from service.generated.strata.v1 import strata_pb2, strata_pb2_grpc
 from service.insight_servicer import INSIGHT_SERVICE_NAME, add_insight_service
 from service.labels_servicer import LABELS_SERVICE_NAME, add_labels_service
 from service.limits import AdmissionInterceptor, grpc_backstop
+from service.logs import JsonFormatter
 from service.reflection import enable_reflection
 from service.replica import Replica
 from service.servicer import StrataServicer
@@ -204,11 +205,24 @@ def freeze_start_up_objects() -> None:
     gc.freeze()
 
 
+def ready_line(settings: ServiceSettings) -> str:
+    """The one line `serve` prints on stdout once it listens, which scripts wait for. Under
+    `--log-format json` it is a JSON record like every log line, since collectors read
+    stdout and stderr as one stream."""
+    text = f"strata: serving on {settings.listen}, data in {settings.data_dir}"
+    if settings.log_format != "json":
+        return text
+    fields = {"listen": settings.listen, "data_dir": str(settings.data_dir)}
+    record = logging.makeLogRecord(
+        {"name": log.name, "levelno": logging.INFO, "levelname": "INFO", "msg": text, **fields}
+    )
+    return JsonFormatter().format(record)
+
+
 async def serve(settings: ServiceSettings) -> None:
     """Run until SIGINT or SIGTERM, then shut down gracefully."""
     running = await create_server(settings, freeze_objects=True)
-    log.info("strata serving on %s (data: %s)", settings.listen, settings.data_dir)
-    print(f"strata: serving on {settings.listen}, data in {settings.data_dir}", flush=True)
+    print(ready_line(settings), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

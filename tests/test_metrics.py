@@ -127,3 +127,7 @@ def test_metrics_count_the_requests_made_and_logs_are_json(
     records = [json.loads(line) for line in lines]  # every such line is one JSON object
     assert all({"ts", "level", "logger", "message"} <= set(r) for r in records)
     assert any("metrics on http://" in r["message"] for r in records)
+    # The ready line on stdout is a record too: collectors read stdout and stderr as one.
+    assert "serving on" not in "".join(set(server.log(200_000).splitlines()) - set(lines))
+    ready = [r for r in records if "serving on" in r["message"]]
+    assert [r["listen"] for r in ready] == [server.address], ready
