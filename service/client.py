@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from indexer.core.vocabulary import MAX_IMAGES_PER_REQUEST
 from service.browse_client import BrowseClientMixin
@@ -132,6 +133,23 @@ class StrataClient(LabelsClientMixin, InsightClientMixin, BrowseClientMixin):
             return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise _client_error(exc, self.target, self.tls) from None
+
+    # -- health ---------------------------------------------------------------------------
+
+    def health(self, service: str = "", timeout: float | None = 5.0) -> str:
+        """The server's gRPC health status for `service` ("" = the whole server, or a
+        service's full name such as "strata.v1.Strata"): "SERVING", "NOT_SERVING" (starting,
+        shutting down, or a replica too far behind) or "SERVICE_UNKNOWN". Open to callers
+        without a token. `timeout` (seconds) applies when the client has none of its own."""
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        request = health_pb2.HealthCheckRequest(service=service)
+        try:
+            response = stub.Check(request, timeout=self.timeout or timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # how the health service says it
+                return "SERVICE_UNKNOWN"
+            raise _client_error(exc, self.target, self.tls) from None
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
     # -- backbones and collections --------------------------------------------------------
 

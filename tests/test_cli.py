@@ -94,6 +94,20 @@ def test_backbones_text_says_where_missing_weights_go(server: ServerHandle) -> N
     assert ("missing weights:" in text) != every, text
 
 
+def test_health_says_serving_per_service_and_unknown_services(
+    cli: Callable[..., Any], server: ServerHandle
+) -> None:
+    for service in ("", "strata.v1.Strata", "strata.v1.Labels"):
+        assert cli("health", "--service", service) == (
+            0,
+            {"server": server.address, "service": service, "status": "SERVING"},
+        )
+    rc, document = cli("health", "--service", "strata.v1.Nothing")
+    assert (rc, document["status"]) == (1, "SERVICE_UNKNOWN")
+    text = strata("health", "--server", server.address)
+    assert (text.returncode, text.stdout) == (0, f"{server.address}: SERVING\n")
+
+
 @pytest.fixture
 def collection_name(client: StrataClient) -> Iterator[str]:
     """A name for the test to create through the CLI; deleted afterwards if it exists."""
@@ -327,6 +341,10 @@ def test_serve_starts_and_stops_on_sigterm(
         args += ["--database", new_database_url()]
     process = strata_process(*args, text=True)
     try:
+        # `strata health --wait` returns once the server is warm and says SERVING.
+        ready = strata("health", "--wait", "240", "--server", f"127.0.0.1:{port}", "--json")
+        assert ready.returncode == 0, (ready.stdout, ready.stderr)
+        assert json.loads(ready.stdout)["status"] == "SERVING"
         assert process.stdout is not None
         seen = []
         for line in process.stdout:  # "serving on ..." is printed once it listens
@@ -345,6 +363,9 @@ def test_serve_starts_and_stops_on_sigterm(
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
         assert time.monotonic() - started < 30
+        gone = strata("health", "--server", f"127.0.0.1:{port}", "--json")
+        assert gone.returncode == 1
+        assert json.loads(gone.stdout)["error"]["code"] == "UNAVAILABLE", gone.stdout
     finally:
         if process.poll() is None:
             process.kill()

@@ -9,6 +9,7 @@ images nor the pods are started (docs/REPLICAS.md says how to try them)."""
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shlex
 from pathlib import Path
@@ -235,7 +236,13 @@ def test_commands_shown_in_deploy_files_parse() -> None:
             except SystemExit:
                 pytest.fail(f"{name}: `strata {' '.join(words)}` does not parse")
     counts = {name: len(commands) for name, commands in found.items()}
-    assert counts == {"NOTES.txt": 2, "compose.yaml": 2, "values.yaml": 1, "Dockerfile": 0}
+    assert counts == {"NOTES.txt": 2, "compose.yaml": 2, "values.yaml": 1, "Dockerfile": 1}
+    # The image's exec-form CMD and HEALTHCHECK run strata as written.
+    dockerfile = shown["Dockerfile"]
+    exec_forms = [json.loads(f) for f in re.findall(r"CMD (\[.*\])$", dockerfile, re.M)]
+    assert [words[:2] for words in exec_forms] == [["strata", "serve"], ["strata", "health"]]
+    for words in exec_forms:
+        parser.parse_args(words[1:])
     assert strata_command_lines("#   strata --server 127.0.0.1:50051 collections list") == [
         ["--server", "127.0.0.1:50051", "collections", "list"]  # found, so refused above
     ]

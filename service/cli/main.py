@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from service.cli import (
     backbones,
     collections,
+    health,
     index,
     insight,
     items,
@@ -28,6 +29,7 @@ from service.client import StrataClient, StrataClientError, default_server
 #: Command groups, each registering its parsers next to its handlers.
 GROUPS = (
     serve,
+    health,
     backbones,
     collections,
     index,
