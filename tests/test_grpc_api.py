@@ -431,6 +431,37 @@ def test_readding_same_content_is_unchanged(client: StrataClient, collection: st
     assert copy.status == "added" and copy.id != first.id
 
 
+def test_readding_with_labels_or_metadata_adds_them(client: StrataClient, collection: str) -> None:
+    """`strata index` run again with --labels-from-folders or --meta: the images are
+    unchanged, and what was sent with them is added (labels join the human ones and end
+    the predicted one; a key takes the value sent), so neither is silently dropped."""
+    cat, cup = photo_jpeg("chelsea"), photo_jpeg("coffee")
+    [first] = add(client, collection, ImageToAdd("photo.jpg", cat))
+    client.import_labels(collection, f"id,label,source,confidence\n{first.id},dog,predicted,0.6\n")
+
+    def annotations(item_id: int) -> tuple[list[tuple[str, str]], dict[str, str]]:
+        item = client.get_item(collection, item_id)
+        return sorted((x.label, x.source) for x in item.labels), dict(item.metadata)
+
+    assert annotations(first.id) == ([("dog", "predicted")], {})
+    [again] = add(client, collection, ImageToAdd("photo.jpg", cat, ["cat"], {"room": "den"}))
+    assert (again.status, again.id) == ("unchanged", first.id)
+    assert annotations(first.id) == ([("cat", "human")], {"room": "den"})
+    [again] = add(
+        client, collection, ImageToAdd("photo.jpg", cat, ["pet", "cat"], {"room": "hall"})
+    )
+    assert annotations(first.id) == ([("cat", "human"), ("pet", "human")], {"room": "hall"})
+    add(client, collection, ImageToAdd("photo.jpg", cat))  # sends none: changes none
+    assert annotations(first.id) == ([("cat", "human"), ("pet", "human")], {"room": "hall"})
+    # New content: the item's labels and metadata carry over, with what was sent added.
+    [replaced] = add(client, collection, ImageToAdd("photo.jpg", cup, ["mug"], {"k": "v"}))
+    assert replaced.status == "replaced"
+    assert annotations(replaced.id) == (
+        [("cat", "human"), ("mug", "human"), ("pet", "human")],
+        {"room": "hall", "k": "v"},
+    )
+
+
 def test_new_content_at_same_uri_replaces(
     server: ServerHandle, client: StrataClient, collection: str
 ) -> None:

@@ -1,8 +1,9 @@
 """Adding images to a collection: decode, one forward pass per batch, SQL commit, then FAISS.
 
 An image is acknowledged only after its item and vector rows are committed. Re-adding the
-same uri with the same content is a no-op; new content at a known uri replaces the item (a new
-id, same labels and metadata).
+same uri with the same content stores nothing again; new content at a known uri replaces the
+item (a new id, same labels and metadata). Labels and metadata sent with a known uri are added
+to the item's either way (repository.annotate_items).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from indexer.engine.extract import embed_prepared
 from indexer.imaging.prepare import PreparedImage
 from indexer.imaging.thumbnail import Thumbnail
 from indexer.store import repository
+from indexer.store.models import Item
 from indexer.store.thumbnail_repository import put_thumbnails
 
 log = logging.getLogger(__name__)
@@ -147,11 +149,16 @@ def _store(
             for uri, item in repository.find_items_by_uri(session, collection.id, names).items()
         }
     to_embed: list[tuple[int, PreparedImage]] = []
+    annotated: list[int] = []  # unchanged, sent with labels or metadata to add
     for position, image in good:  # one uri at most once here (see _rounds)
         if known.get(image.name) == image.content_hash:
             results[position] = AddResult(image.name, "unchanged")
+            if inputs[position].labels or inputs[position].metadata:
+                annotated.append(position)
             continue
         to_embed.append((position, image))
+    if annotated:
+        _annotate_unchanged(ctx, collection, [inputs[p] for p in annotated])
     if not to_embed:
         _fill_unchanged_ids(ctx, collection, results)
         return
@@ -197,6 +204,18 @@ def _store(
         status, item_id = written.outcomes[row]
         results[position] = AddResult(inputs[position].uri, status, item_id)
     _fill_unchanged_ids(ctx, collection, results)
+
+
+def _annotate_unchanged(
+    ctx: Context, collection: CollectionInfo, inputs: Sequence[ImageInput]
+) -> None:
+    """Images already stored as sent: only their labels and metadata are written."""
+    with ctx.sessions.begin() as session:
+        items = repository.find_items_by_uri(session, collection.id, [i.uri for i in inputs])
+        repository.annotate_items(
+            session,
+            {items[i.uri].id: (i.labels, i.metadata) for i in inputs if i.uri in items},
+        )
 
 
 def _fill_unchanged_ids(
@@ -263,20 +282,17 @@ def write_items(
     for row, entry in enumerate(entries):
         old = existing.get(entry.uri)
         if old is not None and old.content_hash == entry.content_hash:
-            outcomes[row] = ("unchanged", old.id)
-            continue  # stored before, or by a concurrent writer meanwhile
+            outcomes[row] = ("unchanged", old.id)  # stored before, or by a concurrent writer
+            if entry.labels or entry.metadata:
+                repository.annotate_items(session, {old.id: (entry.labels, entry.metadata)})
+            continue
         labels = [(label, HUMAN, 1.0) for label in dict.fromkeys(entry.labels)]
         metadata = dict(entry.metadata) | dict(entry.tags)
         if old is not None:
             # New content gets a new item id (its labels and metadata carried over): an
             # id never changes its vector, so a FAISS file saved before this commit can
             # only hold stale ids, which reconciling by id removes after a crash.
-            labels = [(x.label, x.source, x.confidence) for x in old.labels]
-            metadata = {m.key: m.value for m in old.meta}
-            if entry.tags:  # new content, new tags: drop the old content's
-                metadata = {k: v for k, v in metadata.items() if not is_tag_key(k)} | dict(
-                    entry.tags
-                )
+            labels, metadata = _carried_over(old, entry)
             replaced_ids.append(old.id)
             replaced_rows.add(row)
             repository.delete_items(session, collection.id, [old.id])
@@ -303,6 +319,23 @@ def write_items(
     for row, item_id in stored:
         outcomes[row] = ("replaced" if row in replaced_rows else "added", item_id)
     return Written([o for o in outcomes if o is not None], replaced_ids, stored)
+
+
+def _carried_over(
+    old: Item, entry: ItemToWrite
+) -> tuple[list[tuple[str, str, float]], dict[str, str]]:
+    """The labels and metadata of an item whose content is replaced: the old item's, with
+    what was sent added as annotate_items adds it (labels sent join the human labels and
+    end the predicted ones; keys sent take the new values), and the new content's tags."""
+    labels = [(x.label, x.source, x.confidence) for x in old.labels]
+    if entry.labels:
+        humans = [x for x in labels if x[1] == HUMAN]
+        have = {x[0] for x in humans}
+        labels = humans + [(x, HUMAN, 1.0) for x in dict.fromkeys(entry.labels) if x not in have]
+    metadata = {m.key: m.value for m in old.meta} | dict(entry.metadata)
+    if entry.tags:  # new content, new tags: drop the old content's
+        metadata = {k: v for k, v in metadata.items() if not is_tag_key(k)} | dict(entry.tags)
+    return labels, metadata
 
 
 def _content_hash(image: PreparedImage) -> str:

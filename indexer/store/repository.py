@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from indexer.core.errors import AlreadyExists, InvalidInput, NotFound, StrataError, quote
-from indexer.core.vocabulary import DEFAULT_FRAMING
+from indexer.core.vocabulary import DEFAULT_FRAMING, HUMAN
 from indexer.store import change_log
 from indexer.store.models import (
     Collection,
@@ -263,6 +263,33 @@ def insert_items(session: Session, collection_id: int, new: Sequence[NewItem]) -
         session.execute(insert(MetadataEntry), metadata)
     change_log.record(session, collection_id, change_log.ADD, ids)
     return ids
+
+
+def annotate_items(
+    session: Session, annotations: Mapping[int, tuple[Sequence[str], Mapping[str, str]]]
+) -> None:
+    """Labels and metadata sent again with images already stored (item id -> (labels,
+    metadata)): the labels join the item's human labels, and its predicted labels go, as
+    when a person labels it; each metadata key takes the value sent."""
+    for item_id, (labels, metadata) in annotations.items():
+        if labels:
+            session.execute(delete(Label).where(Label.item_id == item_id, Label.source != HUMAN))
+            have = set(session.scalars(select(Label.label).where(Label.item_id == item_id)))
+            session.add_all(
+                Label(item_id=item_id, label=label, source=HUMAN, confidence=1.0)
+                for label in dict.fromkeys(labels)
+                if label not in have
+            )
+        if metadata:
+            session.execute(
+                delete(MetadataEntry).where(
+                    MetadataEntry.item_id == item_id, MetadataEntry.key.in_(list(metadata))
+                )
+            )
+            session.add_all(
+                MetadataEntry(item_id=item_id, key=key, value=value)
+                for key, value in metadata.items()
+            )
 
 
 def insert_vectors(session: Session, rows: Sequence[tuple[int, str, np.ndarray]]) -> None:
