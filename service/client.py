@@ -89,6 +89,23 @@ def channel_credentials(
     return grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
 
 
+def open_channel(
+    target: str,
+    credentials: grpc.ChannelCredentials | None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.Channel:
+    """A channel to `target` with Strata's message limits (and `options`), over TLS when
+    `credentials` are given."""
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        *options,
+    ]
+    if credentials is not None:
+        return grpc.secure_channel(target, credentials, options)
+    return grpc.insecure_channel(target, options)
+
+
 class StrataClient(LabelsClientMixin, InsightClientMixin, BrowseClientMixin):
     def __init__(
         self,
@@ -99,28 +116,25 @@ class StrataClient(LabelsClientMixin, InsightClientMixin, BrowseClientMixin):
         root_certificates: bytes | None = None,
         private_key: bytes | None = None,
         certificate_chain: bytes | None = None,
+        channel: grpc.Channel | None = None,
     ):
         """`target` defaults to STRATA_SERVER (else 127.0.0.1:50051) and `token` to
         STRATA_TOKEN, as for the CLI. TLS is on when `root_certificates` or a client
-        certificate is given."""
+        certificate is given. With `channel` (from `open_channel`), the client uses that
+        connection and leaves it open on close: many clients, one per token, can share it."""
         self.target = target or default_server()
         self.timeout = timeout
-        options = [
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ]
         credentials = channel_credentials(root_certificates, private_key, certificate_chain)
         self.tls = credentials is not None
-        if credentials is not None:
-            self._channel = grpc.secure_channel(self.target, credentials, options)
-        else:
-            self._channel = grpc.insecure_channel(self.target, options)
+        self._owns_channel = channel is None
+        self._channel = channel or open_channel(self.target, credentials)
         token = token if token is not None else os.environ.get("STRATA_TOKEN") or None
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.stub = pb_grpc.StrataStub(self._channel)
 
     def close(self) -> None:
-        self._channel.close()
+        if self._owns_channel:
+            self._channel.close()
 
     def __enter__(self) -> StrataClient:
         return self

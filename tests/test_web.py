@@ -566,7 +566,9 @@ def test_the_login_form_is_parsed_and_a_wrong_token_is_answered_on_the_form(
         cookie = headers["set-cookie"].split(";", 1)[0]
         csrf = cookie.split("=", 1)[1]
         assert csrf in body.decode()
-        for token, expected in (("wrong-token", 401), ("form-test-secret", 303)):
+        # A token gRPC metadata cannot carry is refused on the form, not sent (it was "the
+        # server refused this token (INTERNAL)", which the server never saw).
+        for token, expected in (("tök\tx", 400), ("wrong-token", 401), ("form-test-secret", 303)):
             form = urllib.parse.urlencode({"csrf": csrf, "next": "/", "token": token}).encode()
             connection = http.client.HTTPConnection("127.0.0.1", w.port, timeout=120)
             connection.request(
@@ -581,6 +583,8 @@ def test_the_login_form_is_parsed_and_a_wrong_token_is_answered_on_the_form(
             assert response.status == expected, (response.status, answer[-2000:], w.log())
             if expected == 401:
                 assert "The server refused this token (UNAUTHENTICATED)" in answer
+            if expected == 400:
+                assert "printable ASCII" in answer
         assert "strata_token=form-test-secret" in str(response.getheader("set-cookie"))
 
 
@@ -654,3 +658,102 @@ def test_over_tls_both_ways_the_cookies_are_secure(make_server: Any, tmp_path: P
         assert "strata_csrf=" in cookie and "Secure" in cookie and "HttpOnly" in cookie
         with urllib.request.urlopen(https + "healthz", context=context, timeout=60) as response:
             assert response.status == 200
+
+
+# -- hostile requests, and a server that stops answering ------------------------------------
+
+
+def _send(
+    web: WebProcess,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", web.port, timeout=120)
+    connection.request(method, path, body, headers or {})
+    response = connection.getresponse()
+    answer = response.read().decode(errors="replace")
+    connection.close()
+    return response.status, answer
+
+
+def test_hostile_requests_get_a_clear_400_or_404_never_a_500(
+    web: WebProcess, photos_collection: str
+) -> None:
+    status, headers, _ = _get(web.url("/"))
+    cookie = headers["set-cookie"].split(";", 1)[0]
+    writes = {"Cookie": cookie, "X-CSRF-Token": cookie.split("=", 1)[1]}
+    api = f"/api/collections/{photos_collection}"
+    too_big = str(2**63)
+    cases = [
+        ("GET", f"/collections/{photos_collection}/items/{too_big}", b"", {}, 400, "out of range"),
+        ("GET", f"{api}/thumbnails/{too_big}0", b"", {}, 400, "out of range"),
+        ("POST", f"{api}/labels", f'{{"ids":[{too_big}],"label":"x"}}'.encode(), writes, 400,
+         "out of range"),
+        ("POST", f"{api}/labels", b'{"ids":[true],"label":"x"}', writes, 400, "whole numbers"),
+        ("POST", f"{api}/delete", b'{"ids":[false]}', writes, 400, "whole numbers"),
+        # JSON escapes can spell a lone surrogate, which no gRPC string carries.
+        ("POST", f"{api}/labels", b'{"ids":[1],"label":"\\ud800"}', writes, 400, "Unicode"),
+        ("POST", f"{api}/probe", b'{"depth":"\\udfff"}', writes, 400, "Unicode"),
+        ("POST", f"{api}/images?name=a.jpg", b"--x\r\n",
+         {**writes, "Content-Type": "multipart/form-data; boundary=x"}, 400, "not a form"),
+        ("GET", "/no/such/page", b"", {}, 404, "NOT_FOUND"),
+        ("GET", "/api/no/such/call", b"", {}, 404, "NOT_FOUND"),
+    ]  # fmt: skip
+    for method, path, body, headers_sent, expected, words in cases:
+        status, answer = _send(web, method, path, body, headers_sent)
+        assert (status, words in answer) == (expected, True), (path, status, answer[-600:])
+        if path.startswith("/api/"):
+            assert set(json.loads(answer)) == {"error"}, answer
+        else:
+            assert "<html" in answer.lower(), answer[:300]  # the app's own page
+    assert "Traceback" not in web.log(), web.log()[-3000:]
+
+
+def test_a_page_reached_by_a_foreign_host_name_is_refused(web: WebProcess) -> None:
+    """DNS rebinding: a site whose name now resolves to 127.0.0.1 reaches the app with its
+    own name in Host. On a loopback --listen only loopback names are answered."""
+    status, answer = _send(web, "GET", "/", headers={"Host": f"attacker.example:{web.port}"})
+    assert status == 400 and json.loads(answer)["error"]["code"] == "HOST"
+    assert "--allowed-host attacker.example" in answer
+    for name in ("localhost", "127.0.0.1", "[::1]"):
+        status, _ = _send(web, "GET", "/", headers={"Host": f"{name}:{web.port}"})
+        assert status == 200, name
+
+
+def test_a_frozen_server_times_calls_out_and_leaves_static_files_and_health_answering(
+    serve_process: Any, tmp_path: Path
+) -> None:
+    """With the gRPC server stopped (SIGSTOP), a page gives up after the app's timeout;
+    45 such pages at once used to hold every worker thread, so /static and /healthz hung
+    too. Browsers with 20 different tokens meanwhile no longer close each other's calls
+    (each token had its own connection, the oldest closed past 16: CANCELLED)."""
+    import os
+    import signal
+    import threading
+
+    frozen = serve_process()
+    with WebProcess(frozen.address, "--timeout", "4", log_dir=tmp_path) as w:
+        os.kill(frozen.pid, signal.SIGSTOP)
+        try:
+            answers: list[tuple[int, str]] = []
+
+            def load(token: str) -> None:
+                answers.append(_send(w, "GET", "/api/collections/none/items",
+                                     headers={"Cookie": f"strata_token={token}"}))  # fmt: skip
+
+            threads = [threading.Thread(target=load, args=(f"t{n}",)) for n in range(45)]
+            for thread in threads:
+                thread.start()
+            status, _, css = _get(w.url("/static/app.css"))
+            assert status == 200 and css
+            assert w.health() == 503
+            for thread in threads:
+                thread.join(timeout=120)
+        finally:
+            os.kill(frozen.pid, signal.SIGCONT)
+        codes = sorted({json.loads(answer)["error"]["code"] for _, answer in answers})
+        assert len(answers) == 45 and codes == ["DEADLINE_EXCEEDED"], answers[:3]
+        status, _, _ = _get(w.url("/"))
+        assert status == 200

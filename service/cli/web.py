@@ -15,7 +15,13 @@ def cmd_web(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.web.app import create_app
-    from service.web.config import DEFAULT_TIMEOUT, WebSettings, is_loopback, split_listen
+    from service.web.config import (
+        DEFAULT_TIMEOUT,
+        WebSettings,
+        allowed_hosts,
+        is_loopback,
+        split_listen,
+    )
 
     try:
         host, port = split_listen(args.listen)
@@ -35,6 +41,7 @@ def cmd_web(args: argparse.Namespace) -> int:
         **tls,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         timeout=args.timeout or DEFAULT_TIMEOUT,
+        allowed_hosts=allowed_hosts(host, args.allowed_host),
     )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -74,6 +81,15 @@ def register(commands: argparse._SubParsersAction, client_options: argparse.Argu
     )
     web.add_argument(
         "--max-upload-mb", type=float, default=32.0, help="largest image upload (default 32)"
+    )
+    web.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name browsers use to reach the app (repeatable). On a loopback --listen "
+        "only 127.0.0.1, localhost and these are answered (no DNS rebinding); on other "
+        "addresses, any name unless some are given",
     )
     web.add_argument("--listen-cert", default=None, help="PEM certificate: serve the app over TLS")
     web.add_argument("--listen-key", default=None, help="PEM private key of --listen-cert")

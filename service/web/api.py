@@ -5,7 +5,6 @@ takes a path on the server's disk: images travel as request bodies, items by id.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -13,8 +12,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.client import ImageToAdd, StrataClient, StrataClientError
-from service.web import views
+from service.web import inputs, views
 from service.web.gateway import Gateway
+from service.web.inputs import BadRequest, json_object
 from service.web.security import token_of
 from service.web.uploads import read_bounded
 
@@ -26,8 +26,10 @@ def _gateway(request: Request) -> Gateway:
     return gateway
 
 
-async def _call(request: Request, work: Any) -> Any:
-    return await _gateway(request).call(token_of(request), work)
+async def _call(request: Request, work: Any, slow: bool = False) -> Any:
+    """`slow`: a call that takes minutes on large collections (probes, label predictions,
+    projections) gets the long timeout, others the quick one (gateway.py)."""
+    return await _gateway(request).call(token_of(request), work, slow)
 
 
 def _int(request: Request, key: str, default: int, low: int, high: int) -> int:
@@ -41,6 +43,16 @@ def _int(request: Request, key: str, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise BadRequest(f"{key}={value} is outside {low}..{high}")
     return value
+
+
+async def _image_body(request: Request) -> bytes:
+    """An image sent as the raw request body, within the upload limit."""
+    if request.headers.get("content-type", "").startswith(("multipart/", "application/x-www")):
+        raise BadRequest(
+            "send the image's raw bytes as the request body, not a form "
+            "(curl --data-binary @cat.jpg, not -F)"
+        )
+    return await read_bounded(request, _gateway(request).settings.max_upload_bytes)
 
 
 def _list(request: Request, key: str) -> list[str]:
@@ -59,24 +71,7 @@ def _metadata(request: Request) -> dict[str, str]:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError:
-        raise BadRequest("the request body is not JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object")
-    return body
-
-
-def _ids(body: dict[str, Any]) -> list[int]:
-    ids = body.get("ids")
-    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) for i in ids):
-        raise BadRequest('"ids" must be a non-empty list of item ids')
-    return [int(i) for i in ids]
-
-
-class BadRequest(Exception):
-    """Input the app refuses before calling gRPC (answered 400 with this message)."""
+    return json_object(await request.body())
 
 
 # -- search ---------------------------------------------------------------------------------
@@ -91,10 +86,10 @@ async def search(request: Request) -> Response:
     depths = _list(request, "depths")
     image: bytes | None = None
     if request.method == "POST":
-        image = await read_bounded(request, _gateway(request).settings.max_upload_bytes)
+        image = await _image_body(request)
         query: Any = image
     else:
-        query = _int(request, "item", 0, 1, 2**63 - 1)
+        query = _int(request, "item", 0, 1, inputs.MAX_ID)
         if not query:
             raise BadRequest("search by ?item=ID, or POST the query image as the body")
 
@@ -118,7 +113,7 @@ async def search(request: Request) -> Response:
 
 
 async def thumbnail(request: Request) -> Response:
-    name, item_id = request.path_params["name"], int(request.path_params["id"])
+    name, item_id = request.path_params["name"], inputs.item_id(request.path_params["id"])
     answer = await _call(request, lambda c: c.get_thumbnails(name, [item_id]))
     found = [t for t in answer.thumbnails if t.id == item_id and t.data]
     if not found:
@@ -144,7 +139,9 @@ async def projection(request: Request) -> Response:
     name = request.path_params["name"]
     depth = request.query_params.get("depth", "")
     method = request.query_params.get("method", "")
-    answer = await _call(request, lambda c: c.get_projection(name, depth=depth, method=method))
+    answer = await _call(
+        request, lambda c: c.get_projection(name, depth=depth, method=method), slow=True
+    )
     return Response(
         bytes(answer.ids) + bytes(answer.xy),
         media_type="application/octet-stream",
@@ -168,7 +165,7 @@ async def set_labels(request: Request) -> Response:
     """{"ids": [...], "label": "cat"}: those items' human labels become exactly [label]."""
     name = request.path_params["name"]
     body = await _json_body(request)
-    ids = _ids(body)
+    ids = inputs.ids(body)
     label = body.get("label")
     if not isinstance(label, str) or not label.strip():
         raise BadRequest('"label" must be a non-empty class name')
@@ -178,7 +175,7 @@ async def set_labels(request: Request) -> Response:
 
 async def delete_items(request: Request) -> Response:
     name = request.path_params["name"]
-    ids = _ids(await _json_body(request))
+    ids = inputs.ids(await _json_body(request))
     deleted = await _call(request, lambda c: c.delete_items(name, ids))
     return JSONResponse({"deleted": deleted})
 
@@ -218,7 +215,7 @@ async def add_image(request: Request) -> Response:
     file's name in the user's folder, kept as the item's uri."""
     name = request.path_params["name"]
     uri = request.query_params.get("name", "").strip()[:_MAX_NAME] or "upload"
-    data = await read_bounded(request, _gateway(request).settings.max_upload_bytes)
+    data = await _image_body(request)
     labels_given = _list(request, "labels")
     results = await _call(
         request,
@@ -246,7 +243,7 @@ async def probe(request: Request) -> Response:
     depth = body.get("depth", "")
     if not isinstance(depth, str):
         raise BadRequest('"depth" must be a depth name')
-    answer = await _call(request, lambda c: c.probe(name, [depth] if depth else []))
+    answer = await _call(request, lambda c: c.probe(name, [depth] if depth else []), slow=True)
     return JSONResponse({"depths": [views.probe(d) for d in answer]})
 
 
@@ -285,7 +282,7 @@ async def suggest(request: Request) -> Response:
             ],
         }
 
-    return JSONResponse(await _call(request, work))
+    return JSONResponse(await _call(request, work, slow=True))
 
 
 async def issues(request: Request) -> Response:
@@ -309,7 +306,7 @@ async def issues(request: Request) -> Response:
             ],
         }
 
-    return JSONResponse(await _call(request, work))
+    return JSONResponse(await _call(request, work, slow=True))
 
 
 async def duplicates(request: Request) -> Response:
@@ -319,7 +316,7 @@ async def duplicates(request: Request) -> Response:
         threshold = float(raw) if raw else 0.0
     except ValueError:
         raise BadRequest(f"threshold={raw!r} is not a number") from None
-    answer = await _call(request, lambda c: c.duplicates(name, threshold=threshold))
+    answer = await _call(request, lambda c: c.duplicates(name, threshold=threshold), slow=True)
     return JSONResponse(
         {
             "depth": answer.depth,

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -18,6 +19,7 @@ from service.client import StrataClientError
 from service.web import api, pages
 from service.web.config import WebSettings
 from service.web.gateway import Gateway, http_status
+from service.web.inputs import BadRequest
 from service.web.security import SecurityMiddleware
 from service.web.uploads import EmptyUpload, UploadTooLarge
 
@@ -55,6 +57,24 @@ async def _bad_input(request: Request, exc: Exception) -> Response:
     return pages.render(request, "error.html", status, code=code, message=str(exc))
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (an unknown page, a method not allowed) in the app's shape."""
+    assert isinstance(exc, HTTPException)
+    code = "NOT_FOUND" if exc.status_code == 404 else f"HTTP_{exc.status_code}"
+    message = "no such page" if exc.status_code == 404 else str(exc.detail)
+    if _is_api(request):
+        return JSONResponse({"error": {"code": code, "message": message}}, exc.status_code)
+    return pages.render(request, "error.html", exc.status_code, code=code, message=message)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """A bug: logged with its traceback (by Starlette, after this answer), answered without it."""
+    message = "the web app failed on this request; its log has the details"
+    if _is_api(request):
+        return JSONResponse({"error": {"code": "INTERNAL", "message": message}}, 500)
+    return pages.render(request, "error.html", 500, code="INTERNAL", message=message)
+
+
 def create_app(settings: WebSettings) -> Starlette:
     gateway = Gateway(settings)
 
@@ -74,7 +94,9 @@ def create_app(settings: WebSettings) -> Starlette:
         middleware=[Middleware(SecurityMiddleware)],
         exception_handlers={
             StrataClientError: _grpc_error,
-            api.BadRequest: _bad_input,
+            BadRequest: _bad_input,
+            HTTPException: _http_error,
+            Exception: _unexpected,
             UploadTooLarge: _bad_input,
             EmptyUpload: _bad_input,
         },

@@ -1,18 +1,18 @@
-"""The app's only way to Strata: StrataClient calls run in a worker thread (the client is
-synchronous), one client per bearer token, and gRPC errors become HTTP statuses."""
+"""The app's only way to Strata: StrataClient calls run in worker threads of their own (the
+client is synchronous), over one channel with each call's bearer token, under a deadline;
+gRPC errors become HTTP statuses."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
-from threading import Lock
 from typing import TypeVar
 
+import anyio
+import anyio.to_thread
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from starlette.concurrency import run_in_threadpool
 
-from service.client import StrataClient, StrataClientError, channel_credentials
+from service.client import StrataClient, StrataClientError, channel_credentials, open_channel
 from service.web.config import WebSettings
 
 T = TypeVar("T")
@@ -32,7 +32,13 @@ HTTP_STATUS = {
     "DEADLINE_EXCEEDED": 504,
 }
 
-_MAX_CLIENTS = 16  # distinct tokens kept open at once (least recently used closed first)
+#: Calls in flight to the gRPC server at once. They wait in threads of their own, so a slow
+#: or frozen server never takes the threads that static files and /healthz need.
+MAX_CALLS_IN_FLIGHT = 32
+#: Seconds a page or a quick API call waits (listings, items, search, labels, uploads).
+QUICK_TIMEOUT = 30.0
+#: A channel that lost its server retries within this, so the app recovers soon after.
+RECONNECT_BACKOFF_MS = 5000
 
 
 def http_status(error: StrataClientError) -> int:
@@ -40,44 +46,47 @@ def http_status(error: StrataClientError) -> int:
 
 
 class Gateway:
+    """One gRPC channel for every browser: each call carries its own bearer token, so no
+    user's call waits on, or is closed by, another user's connection."""
+
     def __init__(self, settings: WebSettings):
         self.settings = settings
-        self._clients: OrderedDict[str | None, StrataClient] = OrderedDict()
-        self._lock = Lock()
-        self._health_channel = self._channel()
+        self._channel = self._open()
+        self._health_channel = self._open()
+        self._limiter = anyio.CapacityLimiter(MAX_CALLS_IN_FLIGHT)
+        self._health_limiter = anyio.CapacityLimiter(2)
 
-    def _channel(self) -> grpc.Channel:
+    def _open(self) -> grpc.Channel:
         s = self.settings
         credentials = channel_credentials(s.root_certificates, s.private_key, s.certificate_chain)
-        if credentials is not None:
-            return grpc.secure_channel(s.server, credentials)
-        return grpc.insecure_channel(s.server)
+        return open_channel(
+            s.server,
+            credentials,
+            [
+                ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+                ("grpc.initial_reconnect_backoff_ms", 500),
+            ],
+        )
 
-    def client(self, token: str | None) -> StrataClient:
-        token = token or self.settings.token
-        with self._lock:
-            found = self._clients.get(token)
-            if found is not None:
-                self._clients.move_to_end(token)
-                return found
-            s = self.settings
-            made = StrataClient(
-                s.server,
-                timeout=s.timeout,
-                token=token or "",  # none: not the web process's own STRATA_TOKEN
-                root_certificates=s.root_certificates,
-                private_key=s.private_key,
-                certificate_chain=s.certificate_chain,
-            )
-            self._clients[token] = made
-            if len(self._clients) > _MAX_CLIENTS:
-                _, oldest = self._clients.popitem(last=False)
-                oldest.close()
-            return made
+    def client(self, token: str | None, slow: bool = False) -> StrataClient:
+        """A client over the shared channel: `slow` for probes, predictions and other calls
+        that take minutes on large collections, else the quick timeout."""
+        s = self.settings
+        return StrataClient(
+            s.server,
+            timeout=s.timeout if slow else min(s.timeout, QUICK_TIMEOUT),
+            token=token or s.token or "",  # none: not the web process's own STRATA_TOKEN
+            root_certificates=s.root_certificates,
+            private_key=s.private_key,
+            certificate_chain=s.certificate_chain,
+            channel=self._channel,
+        )
 
-    async def call(self, token: str | None, work: Callable[[StrataClient], T]) -> T:
-        client = self.client(token)
-        return await run_in_threadpool(work, client)
+    async def call(
+        self, token: str | None, work: Callable[[StrataClient], T], slow: bool = False
+    ) -> T:
+        client = self.client(token, slow)
+        return await anyio.to_thread.run_sync(work, client, limiter=self._limiter)
 
     def _healthy(self) -> bool:
         stub = health_pb2_grpc.HealthStub(self._health_channel)
@@ -87,16 +96,13 @@ class Gateway:
             # A channel that failed to connect backs off for up to minutes; start a new
             # one so /healthz turns 200 as soon as the server is up.
             self._health_channel.close()
-            self._health_channel = self._channel()
+            self._health_channel = self._open()
             return False
         return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
     async def healthy(self) -> bool:
-        return await run_in_threadpool(self._healthy)
+        return await anyio.to_thread.run_sync(self._healthy, limiter=self._health_limiter)
 
     def close(self) -> None:
-        with self._lock:
-            for client in self._clients.values():
-                client.close()
-            self._clients.clear()
+        self._channel.close()
         self._health_channel.close()

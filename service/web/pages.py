@@ -14,7 +14,7 @@ from starlette.templating import Jinja2Templates
 from indexer.core.vocabulary import HUMAN, PREDICTED, UNLABELLED
 from service import image_files
 from service.client import StrataClient, StrataClientError
-from service.web import views
+from service.web import inputs, views
 from service.web.security import (
     CSRF_FIELD,
     TOKEN_COOKIE,
@@ -93,7 +93,7 @@ async def search(request: Request) -> Response:
 
 
 async def item(request: Request) -> Response:
-    name, item_id = request.path_params["name"], int(request.path_params["id"])
+    name, item_id = request.path_params["name"], inputs.item_id(request.path_params["id"])
     collection = await _collection(request)
     found = views.item(await _call(request, lambda c: c.get_item(name, item_id)))
     return render(request, "item.html", collection=collection, item=found)
@@ -160,6 +160,14 @@ async def login(request: Request) -> Response:
     token = str(form.get("token", "")).strip()
     if not token:
         return render(request, "login.html", 400, next=target, message="Enter a token.")
+    if not inputs.usable_token(token):
+        return render(
+            request,
+            "login.html",
+            400,
+            next=target,
+            message="A token is printable ASCII without spaces: check what was pasted.",
+        )
     try:
         await request.app.state.gateway.call(token, lambda c: c.list_collections())
     except StrataClientError as exc:

@@ -6,6 +6,8 @@
   <meta name="csrf-token">; every unsafe request must echo it in the X-CSRF-Token header
   (or the `csrf` form field of the login form), and a cross-origin Origin is refused.
 - A strict Content-Security-Policy: scripts, styles and fetches only from the app itself.
+- Only the host names the app answers to (config.allowed_hosts): on loopback, a page whose
+  name was rebound to 127.0.0.1 gets nothing (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import secrets
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from service.web.config import host_name
+from service.web.inputs import usable_token
 
 TOKEN_COOKIE = "strata_token"
 CSRF_COOKIE = "strata_csrf"
@@ -33,7 +38,9 @@ CONTENT_SECURITY_POLICY = (
 
 
 def token_of(request: Request) -> str | None:
-    return request.cookies.get(TOKEN_COOKIE) or None
+    """The browser's token; a cookie gRPC could not carry (only set by hand) counts as none."""
+    token = request.cookies.get(TOKEN_COOKIE) or None
+    return token if token is not None and usable_token(token) else None
 
 
 def csrf_of(request: Request) -> str:
@@ -68,6 +75,20 @@ def set_cookie(request: Request, response: Response, name: str, value: str) -> N
 
 class SecurityMiddleware(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        allowed = request.app.state.gateway.settings.allowed_hosts
+        host = host_name(request.headers.get("host", ""))
+        if allowed is not None and host not in allowed:
+            return JSONResponse(
+                {
+                    "error": {
+                        "code": "HOST",
+                        "message": f"this app does not answer to the name {host!r}: open it "
+                        "by one of its own names (127.0.0.1, localhost), or start `strata "
+                        f"web` with --allowed-host {host or 'NAME'}",
+                    }
+                },
+                status_code=400,
+            )
         existing = request.cookies.get(CSRF_COOKIE)
         request.state.csrf = existing or secrets.token_urlsafe(32)
         if request.method not in SAFE_METHODS:
