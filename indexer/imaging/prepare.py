@@ -13,6 +13,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from indexer.core.errors import StrataError
+from indexer.imaging.budget import decoding
 from indexer.imaging.decode import DecodedImage, content_hash, decode_image
 from indexer.imaging.device_decode import prepare_jpegs
 from indexer.imaging.framing import Preprocessing, prepare_pixels
@@ -56,19 +57,22 @@ def one_thread_per_decode() -> None:
 def prepare_one(
     name: str, data: bytes, pre: Preprocessing, max_pixels: int, for_ingest: bool = False
 ) -> PreparedImage:
-    """Decode and frame one image; `for_ingest` adds its content hash and thumbnail."""
-    decoded: DecodedImage = decode_image(
-        data, name=name, max_pixels=max_pixels, min_side=round(DRAFT_MARGIN * pre.resize)
-    )
-    return PreparedImage(
-        name=name,
-        content_hash=content_hash(data) if for_ingest else None,
-        width=decoded.width,
-        height=decoded.height,
-        pixels=prepare_pixels(decoded.source, pre, (decoded.width, decoded.height)),
-        # From the pixels decoded for the network: ingest never decodes an image twice.
-        thumbnail=make_thumbnail(decoded.source) if for_ingest else None,
-    )
+    """Decode and frame one image; `for_ingest` adds its content hash and thumbnail. Its
+    pixels count against the process's decode budget until it is framed (budget.py)."""
+    min_side = round(DRAFT_MARGIN * pre.resize)
+    with decoding(data, min_side):
+        decoded: DecodedImage = decode_image(
+            data, name=name, max_pixels=max_pixels, min_side=min_side
+        )
+        return PreparedImage(
+            name=name,
+            content_hash=content_hash(data) if for_ingest else None,
+            width=decoded.width,
+            height=decoded.height,
+            pixels=prepare_pixels(decoded.source, pre, (decoded.width, decoded.height)),
+            # From the pixels decoded for the network: ingest never decodes an image twice.
+            thumbnail=make_thumbnail(decoded.source) if for_ingest else None,
+        )
 
 
 def prepare_many(

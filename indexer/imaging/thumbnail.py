@@ -22,6 +22,7 @@ from PIL import Image
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from indexer.imaging.budget import decoding
 from indexer.imaging.decode import decode_image
 
 #: Longer side of a thumbnail, in pixels; smaller images are kept at their size.
@@ -59,8 +60,9 @@ def thumbnail_from_bytes(
 ) -> Thumbnail:
     """Decode untrusted bytes (the safe decoder, JPEGs at reduced scale) and thumbnail them;
     raises InvalidImage naming `name` for anything the decoder refuses."""
-    decoded = decode_image(data, name=name, max_pixels=max_pixels, min_side=side)
-    return make_thumbnail(decoded.source, side)
+    with decoding(data, side):
+        decoded = decode_image(data, name=name, max_pixels=max_pixels, min_side=side)
+        return make_thumbnail(decoded.source, side)
 
 
 def _shrink(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
