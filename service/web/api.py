@@ -47,7 +47,9 @@ def _int(request: Request, key: str, default: int, low: int, high: int) -> int:
 
 async def _image_body(request: Request) -> bytes:
     """An image sent as the raw request body, within the upload limit."""
-    if request.headers.get("content-type", "").startswith(("multipart/", "application/x-www")):
+    # Not "application/x-www-form-urlencoded": curl --data-binary and urllib send raw bytes
+    # under that type by default.
+    if request.headers.get("content-type", "").startswith("multipart/"):
         raise BadRequest(
             "send the image's raw bytes as the request body, not a form "
             "(curl --data-binary @cat.jpg, not -F)"

@@ -60,6 +60,8 @@ async function upload(files) {
       const params = new URLSearchParams({ name });
       if (labels) params.set("labels", labels);
       try {
+        // Not sent: the server's answer to no bytes is worded for API users.
+        if (!file.size) throw new Error("the file is empty (0 bytes)");
         const result = await call(`${apiUrl("/images")}?${params}`, { method: "POST", body: file });
         counts[result.status] = (counts[result.status] || 0) + 1;
         if (result.status === "failed") {

@@ -277,8 +277,15 @@ document.getElementById("label-selection").addEventListener("submit", async (eve
   }
 });
 
+// A text cell of the CSV, quoted. Text that a spreadsheet would run as a formula (= + - @,
+// tab, CR first) gets a leading ' (OWASP's CSV injection advice); numbers are not text cells.
+function csvText(text) {
+  const safe = /^[=+\-@\t\r]/.test(text) ? `'${text}` : text;
+  return `"${safe.replaceAll('"', '""')}"`;
+}
+
 document.getElementById("export-csv").addEventListener("click", () => {
-  const name = (k) => (k >= 0 ? `"${state.labels.classes[k].replaceAll('"', '""')}"` : "");
+  const name = (k) => (k >= 0 ? csvText(state.labels.classes[k]) : "");
   const rows = ["id,x,y,label,predicted,confidence"];
   for (const i of state.selected) {
     const p = state.position.get(scatter.ids[i]);

@@ -19,14 +19,25 @@ function query() {
 }
 
 let last = null; // how to rerun the last query when filters change
+let runs = 0; // only the latest search shows its answer
+
+function clearResults() {
+  renderHits(results, []);
+  tags.replaceChildren();
+}
 
 async function run(request, label) {
+  // A new query's page shows none of the previous query's hits (a rerun with other filters
+  // keeps them until its answer comes).
+  if (!last || last.request !== request) clearResults();
   last = { request, label };
+  const mine = ++runs;
   status.textContent = `searching ${label}…`;
   results.dataset.state = "searching";
   const began = performance.now();
   try {
     const answer = await request(query());
+    if (mine !== runs) return;
     renderHits(results, answer.depths);
     tags.replaceChildren(
       ...(answer.tags.length ? [el("span", { class: "muted", text: "ImageNet tags: " })] : []),
@@ -37,17 +48,35 @@ async function run(request, label) {
     results.dataset.state = "done";
     results.dataset.ms = ms.toFixed(1);
   } catch (error) {
-    status.textContent = "";
+    if (mine !== runs) return;
+    clearResults();
+    status.textContent = error.message;
     results.dataset.state = "error";
     toast(error.message, "error");
   }
+}
+
+// The API calls a posted image "image 0" in its errors (it is sent without a name): say
+// which file it was.
+function naming(file, error) {
+  const quoted = "'image 0'";
+  if (error.message.includes(quoted)) error.message = error.message.replaceAll(quoted, `'${file.name}'`);
+  else if (!error.message.includes(file.name)) error.message = `${file.name}: ${error.message}`;
+  return error;
 }
 
 function searchFile(file) {
   if (!file) return;
   preview.src = URL.createObjectURL(file);
   preview.hidden = false;
-  run((params) => call(`${apiUrl("/search")}?${params}`, { method: "POST", body: file }), file.name);
+  run(async (params) => {
+    if (!file.size) throw new Error(`${file.name}: the file is empty (0 bytes)`);
+    try {
+      return await call(`${apiUrl("/search")}?${params}`, { method: "POST", body: file });
+    } catch (error) {
+      throw naming(file, error);
+    }
+  }, file.name);
 }
 
 function searchItem(id) {

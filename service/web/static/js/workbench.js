@@ -8,7 +8,25 @@ function showTab(name) {
   active = name;
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("on", b.dataset.tab === name);
   for (const s of document.querySelectorAll(".tab")) s.hidden = s.id !== `tab-${name}`;
-  if (!loaded.has(name)) { loaded.add(name); loaders[name](); }
+  if (!loaded.has(name)) loadTab(name);
+}
+
+function loadTab(name) {
+  loaded.add(name);
+  loaders[name]().catch((error) => {
+    loaded.delete(name);
+    toast(error.message, "error");
+  });
+}
+
+// A load of a tab's box that failed: the box says why, in place of "loading…", with a Retry
+// button, and the next click of the tab loads it again.
+function showFailure(tab, box, error) {
+  loaded.delete(tab);
+  box.dataset.state = "error";
+  box.replaceChildren(el("div", { class: "failure" },
+    el("p", { class: "error", text: error.message }),
+    el("button", { class: "retry", text: "Retry", onclick: () => loadTab(tab) })));
 }
 
 async function assign(ids, label) {
@@ -22,7 +40,7 @@ function classList(target, classes) {
 
 // -- a keyboard queue (suggest and issues share it) -------------------------------------------
 
-function queue({ card, classesBox, fetchUrl, describe }) {
+function queue({ tab, card, classesBox, fetchUrl, describe }) {
   const state = { items: [], classes: [], position: 0, skipped: new Set(), done: new Set(), busy: false };
   const current = () => state.items[state.position];
 
@@ -41,8 +59,17 @@ function queue({ card, classesBox, fetchUrl, describe }) {
   }
 
   async function load() {
+    card.dataset.state = "loading";
     card.replaceChildren(el("p", { class: "muted", text: "loading…" }));
-    const answer = await call(fetchUrl());
+    let answer;
+    try {
+      answer = await call(fetchUrl());
+    } catch (error) {
+      card.dataset.id = "";
+      showFailure(tab, card, error);
+      throw error;
+    }
+    card.dataset.state = "done";
     state.classes = answer.classes;
     state.items = answer.items.filter((i) => !state.skipped.has(i.id) && !state.done.has(i.id));
     state.position = 0;
@@ -77,13 +104,14 @@ function queue({ card, classesBox, fetchUrl, describe }) {
   function skip() {
     const item = current();
     if (item) state.skipped.add(item.id);
-    return advance();
+    return advance().catch((error) => toast(error.message, "error"));
   }
 
   return { state, load, label, skip, current };
 }
 
 const suggest = queue({
+  tab: "suggest",
   card: document.getElementById("suggest-card"),
   classesBox: document.getElementById("suggest-classes"),
   fetchUrl: () => apiUrl("/suggest?n=20"),
@@ -96,6 +124,7 @@ const suggest = queue({
 });
 
 const issues = queue({
+  tab: "issues",
   card: document.getElementById("issues-card"),
   classesBox: document.getElementById("issues-classes"),
   fetchUrl: () => apiUrl("/issues"),
@@ -150,9 +179,17 @@ document.addEventListener("keydown", (event) => {
 
 async function loadDuplicates() {
   const box = document.getElementById("dup-groups");
+  box.dataset.state = "loading";
   box.replaceChildren(el("p", { class: "muted", text: "loading…" }));
   const threshold = document.getElementById("dup-threshold").value;
-  const answer = await call(apiUrl(`/duplicates?threshold=${encodeURIComponent(threshold)}`));
+  let answer;
+  try {
+    answer = await call(apiUrl(`/duplicates?threshold=${encodeURIComponent(threshold)}`));
+  } catch (error) {
+    showFailure("duplicates", box, error);
+    throw error;
+  }
+  box.dataset.state = "done";
   if (!answer.groups.length) {
     box.replaceChildren(el("p", { class: "muted", text: `No group at cosine ≥ ${answer.threshold} (${answer.depth}).` }));
     return;
@@ -200,7 +237,16 @@ async function loadBulk(reset = true) {
   if (reset) { grid.replaceChildren(); bulkToken = ""; }
   const source = document.getElementById("bulk-source").value;
   const params = new URLSearchParams({ page_size: "60", label_source: source, page_token: bulkToken });
-  const answer = await call(`${apiUrl("/items")}?${params}`);
+  let answer;
+  try {
+    answer = await call(`${apiUrl("/items")}?${params}`);
+  } catch (error) {
+    // A first page that failed says so in the grid; "More" stays for another try.
+    if (reset) showFailure("bulk", grid, error);
+    throw error;
+  }
+  if (grid.dataset.state === "error") grid.replaceChildren();
+  grid.dataset.state = "done";
   bulkToken = answer.next_page_token;
   document.getElementById("bulk-more").hidden = !bulkToken;
   for (const item of answer.items) {
@@ -237,11 +283,12 @@ document.getElementById("bulk-form").addEventListener("submit", async (event) =>
   }
 });
 
+// Each says in its tab why it failed (showFailure); loadTab toasts it too.
 const loaders = {
-  suggest: () => suggest.load().catch((e) => toast(e.message, "error")),
-  issues: () => issues.load().catch((e) => toast(e.message, "error")),
-  duplicates: () => loadDuplicates().catch((e) => toast(e.message, "error")),
-  bulk: () => loadBulk().catch((e) => toast(e.message, "error")),
+  suggest: () => suggest.load(),
+  issues: () => issues.load(),
+  duplicates: () => loadDuplicates(),
+  bulk: () => loadBulk(),
 };
 for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => { showTab(b.dataset.tab); b.blur(); });
 document.querySelector("main").append(el("h3", { text: "This session" }), el("ol", { id: "workbench-log", class: "log" }));
