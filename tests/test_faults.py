@@ -440,3 +440,48 @@ def test_client_reaches_a_server_after_a_fault(server: ServerHandle) -> None:
     # The shared server is untouched by the faults above: still serving.
     with StrataClient(server.address, timeout=30) as client:
         client.list_collections()
+
+
+def test_a_commit_whose_answer_is_lost_still_reaches_the_writers_own_index(
+    make_server: Callable[..., ServerHandle], small_jpegs: Callable[..., list[tuple[str, bytes]]]
+) -> None:
+    """The connection dropped after COMMIT reached the database, before its answer: the
+    client sees an error and resends, the resend is `unchanged`, and the replica that wrote
+    it never put it in its index (its change-log follower skips its own rows). The image was
+    in SQL and on every other replica, but this one never found it until a restart. Now the
+    writer marks the collection and its follower levels the index with SQL."""
+    from sqlalchemy import event
+
+    server = make_server(replica_poll_s=0.2)
+    ctx = server.running.ctx
+    photos = small_jpegs(3, seed=77)
+    lost = {"armed": True}
+
+    def lose_the_answer(session: object) -> None:
+        if lost["armed"]:
+            lost["armed"] = False
+            raise ConnectionResetError("the answer to COMMIT was lost (test)")
+
+    with server.client(timeout=120) as client:
+        client.create_collection("lost-answer")
+        event.listen(ctx.sessions, "after_commit", lose_the_answer)
+        try:
+            with pytest.raises(StrataClientError):
+                list(client.add_images("lost-answer", [ImageToAdd(*photos[0])]))
+        finally:
+            event.remove(ctx.sessions, "after_commit", lose_the_answer)
+        [again] = client.add_images("lost-answer", [ImageToAdd(*photos[0])])
+        assert again.status == "unchanged"  # it was committed
+        deadline = time.monotonic() + 30
+        while True:
+            [result] = client.search("lost-answer", [photos[0][1]], k=1)
+            hits = {r.depth: [h.id for h in r.hits] for r in result.results}
+            if all(ids == [again.id] for ids in hits.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert all(ids == [again.id] for ids in hits.values()), hits
+        # Later writes go on as before.
+        [later] = client.add_images("lost-answer", [ImageToAdd(*photos[1])])
+        assert later.status == "added"
+        info = client.get_collection("lost-answer")
+        assert info.items == 2 and all(d.vectors == 2 for d in info.depths)

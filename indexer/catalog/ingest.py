@@ -189,17 +189,24 @@ def _store(
         )
         for row, (position, image) in enumerate(to_embed)
     ]
-    with timed_stage("write"), ctx.sessions.begin() as session:
-        written = write_items(session, collection, entries, features.vectors)
-    # Committed: now the derived FAISS indexes, then acknowledge.
-    ids = np.array([item_id for _, item_id in written.stored], dtype=np.int64)
-    rows = [row for row, _ in written.stored]
-    with timed_stage("index_add"):
-        for depth in collection.depths:
-            index = indexes[depth.name]
-            if written.replaced_ids:
-                index.remove(np.array(written.replaced_ids, dtype=np.int64))
-            index.add(ids, features.vectors[depth.layer][rows])
+    with ctx.indexes.writing(collection.id):
+        try:
+            with timed_stage("write"), ctx.sessions.begin() as session:
+                written = write_items(session, collection, entries, features.vectors)
+            # Committed: now the derived FAISS indexes, then acknowledge.
+            ids = np.array([item_id for _, item_id in written.stored], dtype=np.int64)
+            rows = [row for row, _ in written.stored]
+            with timed_stage("index_add"):
+                for depth in collection.depths:
+                    index = indexes[depth.name]
+                    if written.replaced_ids:
+                        index.remove(np.array(written.replaced_ids, dtype=np.int64))
+                    index.add(ids, features.vectors[depth.layer][rows])
+        except IntegrityError:
+            raise  # refused by a constraint before anything committed
+        except BaseException:
+            ctx.indexes.commit_unknown(collection.id)
+            raise
     for row, (position, _) in enumerate(to_embed):
         status, item_id = written.outcomes[row]
         results[position] = AddResult(inputs[position].uri, status, item_id)

@@ -9,7 +9,7 @@ import numpy as np
 
 from indexer.catalog.collections import get_collection
 from indexer.catalog.context import Context
-from indexer.core.errors import missing_items
+from indexer.core.errors import NotFound, missing_items
 from indexer.store import repository
 from indexer.store.models import Item
 
@@ -57,16 +57,23 @@ def delete_items(ctx: Context, collection_name: str, ids: Sequence[int]) -> list
     """Delete items by id; unknown ids are refused before anything is deleted."""
     collection = get_collection(ctx, collection_name)
     wanted = list(dict.fromkeys(int(i) for i in ids))
-    with ctx.sessions.begin() as session:
-        found = repository.get_items(session, collection.id, wanted)
-        missing = [i for i in wanted if i not in found]
-        if missing:
-            raise missing_items(
-                missing,
-                collection_name,
-                hint="nothing was deleted; check the ids with `strata search` output",
-            )
-        repository.delete_items(session, collection.id, wanted)
-    # SQL first: search already skips ids SQL no longer has, FAISS catches up here.
-    ctx.indexes.remove_items(collection.id, np.array(wanted, dtype=np.int64))
+    with ctx.indexes.writing(collection.id):
+        try:
+            with ctx.sessions.begin() as session:
+                found = repository.get_items(session, collection.id, wanted)
+                missing = [i for i in wanted if i not in found]
+                if missing:
+                    raise missing_items(
+                        missing,
+                        collection_name,
+                        hint="nothing was deleted; check the ids with `strata search` output",
+                    )
+                repository.delete_items(session, collection.id, wanted)
+            # SQL first: search already skips ids SQL no longer has, FAISS catches up here.
+            ctx.indexes.remove_items(collection.id, np.array(wanted, dtype=np.int64))
+        except NotFound:
+            raise  # unknown ids: refused before anything was deleted
+        except BaseException:
+            ctx.indexes.commit_unknown(collection.id)
+            raise
     return wanted

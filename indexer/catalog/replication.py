@@ -274,6 +274,8 @@ class Follower:
                     continue
                 next_poll = time.monotonic() + self.poll_s
                 self.catch_up()
+                if self.ctx.indexes.relevel_unsure():
+                    log.warning("re-levelled indexes with SQL after a write whose commit was lost")
                 self.share_builds()
                 self._maybe_prune()
             except Exception:

@@ -58,6 +58,10 @@ class IndexManager:
         self.save_error: OSError | None = None
         #: (monotonic time, seconds) of each index's last save, for throttled saves.
         self.last_saves: dict[tuple[int, str], tuple[float, float]] = {}
+        self._writes: dict[int, threading.Lock] = {}
+        #: Collections where a write of this process may have committed without its index
+        #: update (the connection lost during COMMIT): relevel_unsure() repairs them.
+        self._unsure: set[int] = set()
 
     def sweep_temporary_files(self) -> int:
         """Remove the temporary files of saves that a killed process left behind; a live
@@ -122,7 +126,7 @@ class IndexManager:
         depth: str,
         dim: int,
         sql_ids: np.ndarray,
-    ) -> None:
+    ) -> int:
         file_ids = index.ids()
         stale = np.setdiff1d(file_ids, sql_ids, assume_unique=True)
         missing = np.setdiff1d(sql_ids, file_ids, assume_unique=True)
@@ -138,6 +142,7 @@ class IndexManager:
                 len(missing),
                 len(stale),
             )
+        return len(stale) + len(missing)
 
     def _rebuild(
         self, session: Session, collection_id: int, depth: str, dim: int, count: int
@@ -175,6 +180,43 @@ class IndexManager:
                 for key, index in self._indexes.items()
                 if collection_id is None or key[0] == collection_id
             }
+
+    def writing(self, collection_id: int) -> threading.Lock:
+        """Held by this process's writes of a collection from their COMMIT to their index
+        update: under it, every write this process committed is in its indexes, or its
+        writer has called commit_unknown()."""
+        with self._lock:
+            return self._writes.setdefault(collection_id, threading.Lock())
+
+    def commit_unknown(self, collection_id: int) -> None:
+        """A write failed at or after its COMMIT (say, the connection dropped before the
+        answer): it may be in SQL without being in the indexes, and a client's retry finds
+        it `unchanged`. The change-log follower skips this process's own rows, so nothing
+        else would ever add it here."""
+        with self._lock:
+            self._unsure.add(collection_id)
+
+    def relevel_unsure(self) -> int:
+        """Bring the loaded indexes of collections marked by commit_unknown() level with
+        SQL (ids only SQL has are added, ids SQL no longer has removed); returns how many
+        vectors changed. A collection stays marked until this succeeds."""
+        with self._lock:
+            unsure, self._unsure = self._unsure, set()
+        changed = 0
+        try:
+            while unsure:
+                collection_id = next(iter(unsure))
+                with self.writing(collection_id), self._sessions() as session:
+                    for (_, depth), index in self.loaded(collection_id).items():
+                        sql_ids = repository.vector_ids(session, collection_id, depth)
+                        changed += self._reconcile(
+                            session, index, collection_id, depth, index.dim, sql_ids
+                        )
+                unsure.discard(collection_id)
+        finally:
+            with self._lock:
+                self._unsure |= unsure
+        return changed
 
     def remove_items(self, collection_id: int, ids: np.ndarray) -> None:
         with self._lock:
