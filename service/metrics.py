@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import start_http_server
 
 from indexer.catalog.context import Context
-from indexer.catalog.observe import index_sizes
+from indexer.catalog.observe import IndexSizes
 from indexer.catalog.replication import Follower
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,7 @@ class _ReplicaMetrics:
     def __init__(self, ctx: Context, follower: Follower | None):
         self.ctx = ctx
         self.follower = follower
+        self.index_sizes = IndexSizes(ctx)
 
     def collect(self) -> Iterator[Metric]:
         sizes = GaugeMetricFamily(
@@ -179,7 +180,7 @@ class _ReplicaMetrics:
             labels=["collection", "depth", "kind"],
         )
         try:
-            for row in index_sizes(self.ctx):
+            for row in self.index_sizes():
                 sizes.add_metric([row.collection, row.depth, row.kind], row.vectors)
         except Exception:  # the database away: report the rest
             log.warning("metrics: cannot read collection names", exc_info=True)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: How often health is brought in line with the lag.
 HEALTH_CHECK_S = 0.5
+#: A database that has not answered `SELECT 1` within this is unreachable for health.
+PROBE_TIMEOUT_S = 2.0
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -38,6 +41,11 @@ class Replica:
     _watcher: asyncio.Task[None] | None = None
     _metrics_server: Any = None
     _names: Sequence[str] = field(default_factory=tuple)
+    #: The database probe's own thread: on the shared pool it waited behind request threads
+    #: blocked in SQL, and health said SERVING through a stall (docs/REPLICAS.md).
+    _probe: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="health-probe")
+    )
 
     @classmethod
     def prepare(cls, ctx: Context, settings: ServiceSettings) -> Replica:
@@ -68,14 +76,23 @@ class Replica:
             await asyncio.to_thread(self._metrics_server.shutdown)
             self._metrics_server.server_close()
         await asyncio.to_thread(self.follower.stop)
+        self._probe.shutdown(wait=False, cancel_futures=True)
 
     async def _watch(self, health_servicer: health.aio.HealthServicer) -> None:
         limit = self.settings.replica_max_lag_s
         while True:
             await asyncio.sleep(HEALTH_CHECK_S)
             lag = self.follower.lag_s()
-            # The database away (restarting, connections refused) is NOT_SERVING too.
-            reachable = await asyncio.to_thread(database_reachable, self.follower.ctx.engine)
+            # The database away (restarting, connections refused, stalled) is NOT_SERVING
+            # too. A probe that hangs keeps the thread; later ones queue behind it and time
+            # out as well, until the database answers.
+            probe = asyncio.get_running_loop().run_in_executor(
+                self._probe, database_reachable, self.follower.ctx.engine
+            )
+            try:
+                reachable = await asyncio.wait_for(probe, PROBE_TIMEOUT_S)
+            except TimeoutError:
+                reachable = False
             serving = lag <= limit and reachable
             if serving == self.serving:
                 continue

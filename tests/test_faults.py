@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -485,3 +486,56 @@ def test_a_commit_whose_answer_is_lost_still_reaches_the_writers_own_index(
         assert later.status == "added"
         info = client.get_collection("lost-answer")
         assert info.items == 2 and all(d.vectors == 2 for d in info.depths)
+
+
+def test_a_stalled_database_turns_health_not_serving_and_metrics_keep_answering(
+    postgres_only: None,
+    make_server: Callable[..., ServerHandle],
+    small_jpegs: Callable[..., list[tuple[str, bytes]]],
+) -> None:
+    """Tables locked for a while (a long migration, a stuck transaction): request threads
+    block in SQL past their clients' deadlines. The health probe used to wait for a thread
+    behind them, so health said SERVING with the lag far past its limit; and /metrics (the
+    chart's liveness probe) read collection names from SQL on every scrape and hung, which
+    would restart healthy pods."""
+    import psycopg
+    from conftest import free_port
+
+    metrics = f"127.0.0.1:{free_port()}"
+    server = make_server(replica_max_lag_s=2.0, metrics_listen=metrics)
+    database = _database_name(server.settings.database_url)
+    with server.client(timeout=60) as client:
+        client.create_collection("stall")
+        ids = [
+            r.id
+            for r in client.add_images("stall", [ImageToAdd(*p) for p in small_jpegs(4, seed=53)])
+        ]
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    assert 'strata_index_vectors{collection="stall"' in scrape()
+    stop = threading.Event()
+
+    def search_by_id(item_id: int) -> None:
+        with StrataClient(server.address, timeout=3) as client:
+            while not stop.is_set():
+                with contextlib.suppress(StrataClientError):
+                    client.search("stall", [item_id], k=1)
+
+    searchers = [threading.Thread(target=search_by_id, args=(ids[n % 4],)) for n in range(12)]
+    admin_url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
+    with psycopg.connect(admin_url) as lock_holder:
+        lock_holder.execute("LOCK TABLE items, change_log IN ACCESS EXCLUSIVE MODE")
+        for thread in searchers:
+            thread.start()
+        try:
+            _wait_health(server, "NOT_SERVING", timeout=15)
+            assert 'strata_index_vectors{collection="stall"' in scrape()
+        finally:
+            lock_holder.rollback()
+            stop.set()
+            for thread in searchers:
+                thread.join(30)
+    _wait_health(server, "SERVING", timeout=30)
