@@ -121,6 +121,10 @@ class LabelsClientMixin:
         folds: int = 0,
         seed: int = 0,
     ) -> pb.SuggestLabelsResponse:
+        """The `n` (at least 1) unlabelled items most worth labelling next. On the wire n=0
+        means the server's default, so an explicit 0 is refused here rather than sent."""
+        if n < 1:
+            raise ValueError(f"n must be at least 1 (the number of suggestions), got {n}")
         request = pb.SuggestLabelsRequest(
             collection=collection,
             n=n,
@@ -150,7 +154,11 @@ class LabelsClientMixin:
         return self._call(self.labels_stub.LabelIssues, request)
 
     def duplicates(
-        self, collection: str, *, depth: str = "", threshold: float = 0.0
+        self, collection: str, *, depth: str = "", threshold: float | None = None
     ) -> pb.DuplicatesResponse:
-        request = pb.DuplicatesRequest(collection=collection, depth=depth, threshold=threshold)
+        """Groups of items whose cosine similarity at `depth` is at least `threshold`, a
+        cosine in (0, 1]. None means the server's default (DEFAULT_DUPLICATE_THRESHOLD); so
+        does 0.0, which is how the wire says "not given" (the web app sends it so)."""
+        sent = 0.0 if threshold is None else threshold
+        request = pb.DuplicatesRequest(collection=collection, depth=depth, threshold=sent)
         return self._call(self.labels_stub.Duplicates, request)

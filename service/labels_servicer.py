@@ -25,6 +25,11 @@ def add_labels_service(ctx: Context, server: grpc.aio.Server) -> None:
 
 
 class LabelsServicer(pb_grpc.LabelsServicer):
+    """In proto3 a number left unset arrives as 0, so 0 means the default here (`folds`, `n`,
+    `threshold`): `strata labels` and `strata duplicates` refuse an explicit 0 before it is
+    sent (service/cli/labels.py), as StrataClient.suggest_labels does for n; values out of
+    range otherwise are refused by the library."""
+
     def __init__(self, ctx: Context):
         self.ctx = ctx
 

@@ -37,11 +37,25 @@ def usable_folds(y: np.ndarray, requested: int, what: str) -> int:
     """The number of folds to run: `requested`, or fewer when the rarest class that can be
     held out (two or more examples) is smaller. Needs two classes, one with two examples."""
     classes, counts = np.unique(y, return_counts=True)
-    if len(classes) < 2 or counts.max() < 2:
+    how = "`strata labels set ID... --label NAME` or `strata labels import FILE.csv`"
+    if len(classes) == 0:
         raise FailedPrecondition(
-            f"{what} needs human labels of at least 2 classes, with 2 items in one of them; "
-            f"found {len(y)} labelled item(s) in {len(classes)} class(es)",
-            hint="label a few items of each class (`strata labels set` or `labels import`)",
+            f"{what} needs human labels of at least 2 classes; found no labelled items",
+            hint=f"label a few items of each class ({how})",
+        )
+    if len(classes) < 2:
+        raise FailedPrecondition(
+            f"{what} needs human labels of at least 2 classes; found "
+            + ("1 labelled item" if len(y) == 1 else f"{len(y)} labelled items, all of one class")
+            + ": label items of another class",
+            hint=f"label a few items of each class ({how})",
+        )
+    if counts.max() < 2:
+        raise FailedPrecondition(
+            f"{what} needs 2 human-labelled items in at least one class, for cross-validation; "
+            f"found {len(y)} labelled items in {len(classes)} classes, one each: "
+            "label one more item of any class",
+            hint=f"a few items of each class make the estimate worth having ({how})",
         )
     return int(max(2, min(requested, counts[counts >= 2].min())))
 

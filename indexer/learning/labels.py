@@ -114,10 +114,12 @@ def import_csv(ctx: Context, collection_name: str, text: str, key: str = "") -> 
             else:
                 predicted[ids[r.key]] = (r.label, r.confidence)
         written = label_repository.set_human_labels(session, human)
-        written += label_repository.set_predicted_labels(
+        # An item with a human label (stored, or in this file) keeps it: its predicted row is
+        # not written, and so not counted.
+        predicted_items = label_repository.set_predicted_labels(
             session, {i: p for i, p in predicted.items() if i not in human}
         )
-    return ImportResult(items=len(human) + len(set(predicted) - set(human)), labels=written)
+    return ImportResult(items=len(human) + predicted_items, labels=written + predicted_items)
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ def _parse(text: str, key: str) -> tuple[list[_Record], str]:
         if key not in header:
             raise InvalidInput(f"the CSV header has no {quote(key)} column", hint="check --by")
         columns = {name: header.index(name) for name in header}
-        rows = rows[1:]
+        rows = rows[1:]  # none: the export of an unlabelled collection, imported back
     else:
         columns = {"label": 1}
         if not key:
@@ -152,7 +154,7 @@ def _parse(text: str, key: str) -> tuple[list[_Record], str]:
             raise InvalidInput(f"{where}: expected {key},label", hint="one item and label a row")
         item = row[columns[key]].strip()
         if key == "id":
-            item = str(check_id(item, where))
+            item = str(_item_id(item, where))
         source = _cell(row, columns.get("source")) or HUMAN
         if source not in LABEL_SOURCES:
             raise InvalidInput(f"{where}: source {quote(source)}", hint="use human or predicted")
@@ -183,6 +185,16 @@ def _read_rows(text: str) -> list[tuple[int, list[str]]]:
             hint="check the quoting of that line; labels and uris are short",
         ) from None
     return rows
+
+
+def _item_id(text: str, where: str) -> int:
+    """An id cell: a positive whole number (as `strata index` prints ids)."""
+    if not (text.isascii() and text.isdigit()) or int(text) == 0:
+        raise InvalidInput(
+            f"{where}: {quote(text, 40)} is not a valid item id (ids are positive whole numbers)",
+            hint="ids come from `strata index` or `strata items list` output; or use --by uri",
+        )
+    return check_id(text, where)  # and within SQL's 64-bit range
 
 
 def _cell(row: list[str], column: int | None) -> str:

@@ -95,6 +95,19 @@ def checked_metadata(values: Sequence[str]) -> dict[str, str]:
         raise UsageError(f"{exc} ({exc.hint})" if exc.hint else str(exc)) from exc
 
 
+def at_least(flag: str, value: int, least: int, what: str) -> int:
+    """A number typed on the command line, checked before any call: the server reads 0 as
+    "the default" (proto3 cannot tell 0 from unset), so a typed 0 would silently be one."""
+    if value < least:
+        raise UsageError(f"{flag} must be at least {least} ({what}), got {value}")
+    return value
+
+
+def checked_folds(args: argparse.Namespace) -> int:
+    what = f"the cross-validation folds; default {DEFAULT_FOLDS}"
+    return at_least("--folds", args.folds, 2, what)
+
+
 def cross_validation_options() -> argparse.ArgumentParser:
     """--folds and --seed, shared by every command that cross-validates."""
     options = argparse.ArgumentParser(add_help=False)

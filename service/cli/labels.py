@@ -7,25 +7,54 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from indexer.core.vocabulary import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_SUGGESTIONS, LABEL_SOURCES
-from service.cli.inputs import UsageError, cross_validation_options, parse_pairs, read_images
+from indexer.core.vocabulary import (
+    DEFAULT_DUPLICATE_THRESHOLD,
+    DEFAULT_SUGGESTIONS,
+    LABEL_SOURCES,
+)
+from service.cli.inputs import (
+    UsageError,
+    at_least,
+    checked_folds,
+    cross_validation_options,
+    parse_pairs,
+    read_images,
+)
 from service.cli.output import emit, printable, table
 from service.client import StrataClient
 
 METHOD_CHOICES = ("probe", "self-training", "knn", "propagation", "ensemble")
+DEFAULT_CLASSES_SHOWN = 3
+
+
+# -- numbers from the command line ----------------------------------------------------------
+# The server reads 0 as "the default" (proto3 cannot tell 0 from unset), so a 0 typed on the
+# command line would silently become the default: each is checked here, before any call.
+
+
+def checked_threshold(value: float | None) -> float:
+    """--threshold as sent: a cosine in (0, 1], or 0 (the server's default) when not given."""
+    if value is None:
+        return 0.0
+    if not 0.0 < value <= 1.0:  # NaN too
+        raise UsageError(
+            f"--threshold must be in (0, 1] (a cosine; default {DEFAULT_DUPLICATE_THRESHOLD}), "
+            f"got {value:g}"
+        )
+    return value
 
 
 # -- probe predictions ----------------------------------------------------------------------
 
 
 def cmd_probe_classify(args: argparse.Namespace, client: StrataClient) -> int:
+    top = at_least("-k", args.k, 1, f"classes shown per image; default {DEFAULT_CLASSES_SHOWN}")
     images = read_images(args.images)
     if not images and not args.id:
         raise UsageError("give at least one IMAGE or --id N")
     response = client.predict_probe(
         args.collection, ids=args.id or [], images=images, depth=args.depth or ""
     )
-    top = args.k
     document = {
         "depth": response.depth,
         "classes": list(response.classes),
@@ -70,7 +99,7 @@ def cmd_predict(args: argparse.Namespace, client: StrataClient) -> int:
         args.collection,
         depths=args.depth or [],
         methods=args.method or [],
-        folds=args.folds,
+        folds=checked_folds(args),
         seed=args.seed,
         dry_run=args.dry_run,
     )
@@ -108,13 +137,13 @@ def cmd_predict(args: argparse.Namespace, client: StrataClient) -> int:
 
 
 def cmd_suggest(args: argparse.Namespace, client: StrataClient) -> int:
-
+    n = at_least("-n", args.n, 1, f"the number of suggestions; default {DEFAULT_SUGGESTIONS}")
     r = client.suggest_labels(
         args.collection,
-        args.n,
+        n,
         depth=args.depth or "",
         metadata=dict(parse_pairs(args.meta or [])),
-        folds=args.folds,
+        folds=checked_folds(args),
         seed=args.seed,
     )
     document = {
@@ -139,7 +168,7 @@ def cmd_issues(args: argparse.Namespace, client: StrataClient) -> int:
         args.collection,
         depths=args.depth or [],
         methods=args.method or [],
-        folds=args.folds,
+        folds=checked_folds(args),
         seed=args.seed,
     )
     document = {
@@ -224,7 +253,8 @@ def cmd_clear(args: argparse.Namespace, client: StrataClient) -> int:
 
 
 def cmd_duplicates(args: argparse.Namespace, client: StrataClient) -> int:
-    r = client.duplicates(args.collection, depth=args.depth or "", threshold=args.threshold or 0)
+    threshold = checked_threshold(args.threshold)
+    r = client.duplicates(args.collection, depth=args.depth or "", threshold=threshold)
     document = {
         "groups": [[{"id": m.id, "uri": m.uri} for m in g.members] for g in r.groups],
         "depth": r.depth,
@@ -269,7 +299,12 @@ def register(
         "suggest", parents=[client_options, cv], help="the unlabelled items to label next"
     )
     suggest.add_argument("--collection", required=True)
-    suggest.add_argument("-n", type=int, default=DEFAULT_SUGGESTIONS)
+    suggest.add_argument(
+        "-n",
+        type=int,
+        default=DEFAULT_SUGGESTIONS,
+        help=f"how many items to suggest, at least 1 (default {DEFAULT_SUGGESTIONS})",
+    )
     suggest.add_argument("--depth", default=None)
     suggest.add_argument("--meta", action="append", help="only items with metadata KEY=VALUE")
     suggest.set_defaults(run=cmd_suggest)
@@ -319,7 +354,12 @@ def register(
     classify.add_argument("--id", type=int, action="append", help="a stored item")
     classify.add_argument("--collection", required=True)
     classify.add_argument("--depth", default=None, help="default: the best stored probe")
-    classify.add_argument("-k", type=int, default=3, help="classes shown per image")
+    classify.add_argument(
+        "-k",
+        type=int,
+        default=DEFAULT_CLASSES_SHOWN,
+        help=f"classes shown per image, at least 1 (default {DEFAULT_CLASSES_SHOWN})",
+    )
     classify.set_defaults(run=cmd_probe_classify)
 
     dupes = commands.add_parser(
@@ -330,7 +370,7 @@ def register(
         "--threshold",
         type=float,
         default=None,
-        help=f"cosine (default {DEFAULT_DUPLICATE_THRESHOLD})",
+        help=f"cosine similarity in (0, 1] (default {DEFAULT_DUPLICATE_THRESHOLD})",
     )
     dupes.add_argument("--depth", default=None, help="default: the collection's deepest")
     dupes.set_defaults(run=cmd_duplicates)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from service.cli.inputs import cross_validation_options
+from service.cli.inputs import checked_folds, cross_validation_options
 from service.cli.output import emit, printable, table
 from service.cli.pictures import write_confusion
 from service.client import StrataClient
@@ -78,7 +78,8 @@ def write_chart(reports: list[dict[str, Any]], collection: str, path: str) -> li
 
 def cmd_probe(args: argparse.Namespace, client: StrataClient) -> int:
     reports = [
-        probe_doc(r) for r in client.probe(args.collection, args.depth or [], args.folds, args.seed)
+        probe_doc(r)
+        for r in client.probe(args.collection, args.depth or [], checked_folds(args), args.seed)
     ]
     chart = (
         []
