@@ -698,6 +698,8 @@ def test_hostile_requests_get_a_clear_400_or_404_never_a_500(
         ("POST", f"{api}/probe", b'{"depth":"\\udfff"}', writes, 400, "Unicode"),
         ("POST", f"{api}/images?name=a.jpg", b"--x\r\n",
          {**writes, "Content-Type": "multipart/form-data; boundary=x"}, 400, "not a form"),
+        ("GET", f"/collections/{photos_collection}/map?depth=nope", b"", {}, 400, "not one of"),
+        ("GET", f"/collections/{photos_collection}/search?item=abc", b"", {}, 400, "whole number"),
         ("GET", "/no/such/page", b"", {}, 404, "NOT_FOUND"),
         ("GET", "/api/no/such/call", b"", {}, 404, "NOT_FOUND"),
     ]  # fmt: skip

@@ -15,8 +15,11 @@ class BadRequest(Exception):
 
 
 def item_id(raw: object) -> int:
-    """A path's {id:int} (digits of any length) as an item id."""
-    value = int(str(raw))
+    """An item id from a path's {id:int} or a query string."""
+    text = str(raw).strip()
+    if not (text.isascii() and text.isdigit()):
+        raise BadRequest(f"item id {text[:40]!r} is not a whole number")
+    value = int(text)
     if not 1 <= value <= MAX_ID:
         raise BadRequest(f"item id {value} is out of range: ids are 1..{MAX_ID}")
     return value

@@ -84,12 +84,10 @@ async def collection_home(request: Request) -> Response:
 
 
 async def search(request: Request) -> Response:
-    return render(
-        request,
-        "search.html",
-        collection=await _collection(request),
-        item=request.query_params.get("item", ""),
-    )
+    item = request.query_params.get("item", "")
+    if item:  # refused here, not later in a toast after the page has drawn
+        item = str(inputs.item_id(item))
+    return render(request, "search.html", collection=await _collection(request), item=item)
 
 
 async def item(request: Request) -> Response:
@@ -103,6 +101,10 @@ async def map_page(request: Request) -> Response:
     collection = await _collection(request)
     names = [d["name"] for d in collection["depths"]]
     depth = request.query_params.get("depth") or (names[-1] if names else "")
+    if names and depth not in names:
+        raise inputs.BadRequest(
+            f"depth {depth!r} is not one of this collection's: {', '.join(names)}"
+        )
     return render(request, "map.html", collection=collection, depth=depth, depths=names)
 
 
