@@ -17,7 +17,7 @@ from indexer.core.vocabulary import (
     FRAMINGS,
     check_pooling,
 )
-from indexer.store import repository
+from indexer.store import change_log, repository
 from indexer.store.models import Collection
 from indexer.store.repository import CollectionSpec, DepthSpec
 
@@ -135,6 +135,10 @@ def list_collections(ctx: Context) -> list[CollectionInfo]:
 
 def delete_collection(ctx: Context, name: str) -> None:
     with ctx.sessions.begin() as session:
+        # The write-order lock before the look-up: servers deleting the collection at once
+        # then take turns, and all but the first find it gone (NotFound) instead of each
+        # deleting nothing and answering OK.
+        change_log.serialise_writers(session)
         collection = repository.get_collection(session, name)
         collection_id = collection.id
         repository.delete_collection(session, collection)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from indexer.core.errors import AlreadyExists, InvalidInput, NotFound, StrataError, quote
@@ -67,10 +68,7 @@ def create_collection(
     framing: str = DEFAULT_FRAMING,
 ) -> Collection:
     if session.scalar(select(Collection.id).where(Collection.name == name)) is not None:
-        raise AlreadyExists(
-            f"collection {quote(name)} already exists",
-            hint="pick another name, or delete it first with `strata collections delete`",
-        )
+        raise _collection_exists(name)
     collection = Collection(
         name=name,
         backbone=backbone,
@@ -81,8 +79,35 @@ def create_collection(
         ],
     )
     session.add(collection)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        # Another process on the same database (a replica) created the name between the
+        # check above and this insert: the answer the check would have given had it been
+        # first. The caller's transaction is spoilt and must roll back (its `begin` does).
+        if _violates_unique_name(exc):
+            raise _collection_exists(name) from exc
+        raise
     return collection
+
+
+def _collection_exists(name: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"collection {quote(name)} already exists",
+        hint="pick another name, or delete it first with `strata collections delete`",
+    )
+
+
+#: How each database names the unique constraint on collections.name when it is violated.
+_UNIQUE_NAME_VIOLATIONS = (
+    "collections_name_key",  # PostgreSQL's name for the unnamed UNIQUE (name)
+    "unique constraint failed: collections.name",  # SQLite
+)
+
+
+def _violates_unique_name(error: IntegrityError) -> bool:
+    text = str(error.orig if error.orig is not None else error).lower()
+    return any(words in text for words in _UNIQUE_NAME_VIOLATIONS)
 
 
 def get_collection(session: Session, name: str) -> Collection:

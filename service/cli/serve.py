@@ -16,8 +16,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve(args)
     except (StrataError, OSError) as exc:
         # A bad setting, an unwritable data folder, a port in use, TLS files that do not
-        # match: one clear line and exit status 2, not a traceback.
-        print(f"strata serve: error: {exc}", file=sys.stderr, flush=True)
+        # match, a database URL that is not one: one clear line and exit status 2, not a
+        # traceback (a driver's multi-line message joined onto it).
+        line = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        print(f"strata serve: error: {line}", file=sys.stderr, flush=True)
         return 2
 
 
