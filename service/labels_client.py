@@ -157,8 +157,9 @@ class LabelsClientMixin:
         self, collection: str, *, depth: str = "", threshold: float | None = None
     ) -> pb.DuplicatesResponse:
         """Groups of items whose cosine similarity at `depth` is at least `threshold`, a
-        cosine in (0, 1]. None means the server's default (DEFAULT_DUPLICATE_THRESHOLD); so
-        does 0.0, which is how the wire says "not given" (the web app sends it so)."""
+        cosine in (0, 1]. None means the server's default for that depth
+        (DEFAULT_DUPLICATE_THRESHOLDS, or calibrated on the collection); so does 0.0, which
+        is how the wire says "not given" (the web app sends it so)."""
         sent = 0.0 if threshold is None else threshold
         request = pb.DuplicatesRequest(collection=collection, depth=depth, threshold=sent)
         return self._call(self.labels_stub.Duplicates, request)

@@ -10,7 +10,7 @@ import grpc
 from indexer.catalog import duplicates
 from indexer.catalog.context import Context
 from indexer.core.errors import InvalidInput
-from indexer.core.vocabulary import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_FOLDS, DEFAULT_SUGGESTIONS
+from indexer.core.vocabulary import DEFAULT_FOLDS, DEFAULT_SUGGESTIONS
 from indexer.learning import bootstrap, labels, probes
 from service import convert, convert_labels
 from service.errors import unary
@@ -165,6 +165,6 @@ class LabelsServicer(pb_grpc.LabelsServicer):
             self.ctx,
             request.collection,
             request.depth,
-            request.threshold or DEFAULT_DUPLICATE_THRESHOLD,
+            request.threshold or None,  # unset: the depth's default (measured or calibrated)
         )
         return convert_labels.duplicate_groups(result)

@@ -168,8 +168,8 @@ def test_duplicates_group_planted_near_copies(client: StrataClient) -> None:
         images = [ImageToAdd(n, jpeg(image)) for n, image in photos]
         images += [ImageToAdd(u, data) for u, (_, data) in copies.items()]
         ids = {r.uri: r.id for r in client.add_images(name, images)}
-        result = client.duplicates(name)  # default: deepest depth, cosine 0.9
-        assert result.depth == "semantics" and result.threshold == pytest.approx(0.9)
+        result = client.duplicates(name)  # default: deepest depth at its own threshold
+        assert result.depth == "semantics" and result.threshold == pytest.approx(0.83)
         groups = sorted(sorted(m.uri for m in g.members) for g in result.groups)
         assert groups == sorted(sorted([copy, original]) for copy, (original, _) in copies.items())
         assert {m.id for g in result.groups for m in g.members} <= set(ids.values())

@@ -97,7 +97,7 @@ def test_duplicates_threshold_0_is_a_usage_error_not_the_default(
     rc, document = cli("duplicates", "--collection", name, "--threshold", "1")
     assert rc == 0 and document["threshold"] == 1.0, document
     rc, document = cli("duplicates", "--collection", name)  # not given: the server's default
-    assert rc == 0 and document["threshold"] == pytest.approx(0.9), document
+    assert rc == 0 and document["threshold"] == pytest.approx(0.83), document  # semantics
 
 
 @pytest.mark.parametrize(
@@ -148,7 +148,9 @@ def test_help_states_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
         return " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal
 
     assert "how many items to suggest, at least 1 (default 10)" in help_text("labels", "suggest")
-    assert "cosine similarity in (0, 1] (default 0.9)" in help_text("duplicates")
+    assert "(default: per depth, edges 0.996, parts 0.955, semantics 0.83" in help_text(
+        "duplicates"
+    )
     assert "classes shown per image, at least 1 (default 3)" in help_text("labels", "classify")
 
 

@@ -56,9 +56,18 @@ DEFAULT_SEARCH_K = 10
 DEFAULT_CLASSIFY_K = 5
 DEFAULT_FOLDS = 5
 DEFAULT_SUGGESTIONS = 10
-#: Duplicates: cosine at the deepest depth. Re-encoded, resized or brightened copies score
-#: 0.9-0.97, while 99.8% of CIFAR-10 images have no other image above 0.9 (median 0.74).
-DEFAULT_DUPLICATE_THRESHOLD = 0.9
+#: Duplicates (indexer.catalog.duplicates): the default cosine at each depth preset of
+#: DEFAULT_BACKBONE with DEFAULT_POOLING, measured by bench/duplicates.py on CIFAR-10 photos
+#: (500 and 2,000) with 20 or 40 planted as 8 kinds of copy (exact, PNG, JPEG q30, up- and
+#: downscaled, 90% crop, brighter): at each depth the lowest cosine whose pair precision is
+#: at least 0.95 at both sizes. One cosine cannot serve every depth: unrelated photos (of
+#: 500) score 0.86 (median) to 0.997 at edges, 0.73 to 0.96 at parts, 0.46 to 0.84 at
+#: semantics.
+DEFAULT_DUPLICATE_THRESHOLDS: dict[str, float] = {"edges": 0.996, "parts": 0.955, "semantics": 0.83}
+#: Any other depth, backbone or pooling is calibrated on the collection: the cosine a random
+#: pair of its n items exceeds with probability DUPLICATE_TAIL / n, by a log-normal fit of
+#: random pairs' distances (on the bench it gives 0.996 at edges and 0.955 at parts too).
+DUPLICATE_TAIL = 0.01
 
 #: Browsing (strata.v1.Browse): item listing pages, orderings and label-source filters
 #: ("none": items without any label), thumbnails per call, 2-D projection methods.

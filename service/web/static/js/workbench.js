@@ -190,6 +190,8 @@ async function loadDuplicates() {
     throw error;
   }
   box.dataset.state = "done";
+  // The threshold used (the depth's own default when the field is empty) stays in view.
+  document.getElementById("dup-threshold").placeholder = `${answer.threshold} (${answer.depth})`;
   if (!answer.groups.length) {
     box.replaceChildren(el("p", { class: "muted", text: `No group at cosine ≥ ${answer.threshold} (${answer.depth}).` }));
     return;
