@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from sqlalchemy import event, text
 
 from indexer.catalog.collections import create_collection, delete_collection, get_collection
 from indexer.catalog.context import Context
+from indexer.catalog.items import delete_items
 from indexer.core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -42,6 +44,7 @@ from indexer.core.errors import (
 )
 from indexer.core.settings import Settings
 from indexer.core.vocabulary import DEFAULT_BACKBONE
+from indexer.store import repository
 from indexer.store.database import (
     POSTGRES_CONNECT_ARGS,
     create_database_engine,
@@ -102,7 +105,7 @@ def _kinds(outcomes: list[Exception | str]) -> list[str]:
 
 
 @contextmanager
-def _all_reach(ctx: Context, statement: str) -> Iterator[None]:
+def _all_reach(ctx: Context, statement: str, *others: Context) -> Iterator[None]:
     """Hold each racer before its first SQL statement starting with `statement` until all
     have come that far: the race windows as wide as they can be, every run. Not on SQLite,
     whose writers take turns from their first statement (BEGIN IMMEDIATE): they never all
@@ -120,11 +123,14 @@ def _all_reach(ctx: Context, statement: str) -> Iterator[None]:
             with suppress(threading.BrokenBarrierError):
                 gate.wait()
 
-    event.listen(ctx.engine, "before_cursor_execute", hold)
+    engines = [c.engine for c in (ctx, *others)]  # other replicas on the same database
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", hold)
     try:
         yield
     finally:
-        event.remove(ctx.engine, "before_cursor_execute", hold)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", hold)
 
 
 # -- 1. races between replicas -------------------------------------------------------------
@@ -190,6 +196,28 @@ def test_concurrent_deletes_of_one_collection_give_not_found(ctx: Context) -> No
                 )
             ).scalar()
         assert drops == round_ + 1  # one drop logged per deleted collection, not one a racer
+
+
+def test_concurrent_deletes_of_the_same_items_give_not_found(ctx: Context, tmp_path: Path) -> None:
+    """Replicas deleting the same items at once: the first deletes them, the others find
+    them gone, as one after the other would (each answered that it deleted them)."""
+    name = f"items-{uuid.uuid4().hex[:6]}"
+    info = create_collection(ctx, name)
+    with ctx.sessions.begin() as session:
+        new = [repository.NewItem(f"{n}.jpg", f"hash-{n}", 8, 8) for n in range(5)]
+        ids = repository.insert_items(session, info.id, new)
+    # One replica each (a process's own writes of a collection already take turns).
+    replicas = [
+        Context.open(replace(ctx.settings, data_dir=tmp_path / f"replica-{n}"))
+        for n in range(RACERS - 1)
+    ]
+    try:
+        with _all_reach(ctx, "SELECT PG_ADVISORY_XACT_LOCK", *replicas):
+            outcomes = _race([partial(delete_items, c, name, ids) for c in (ctx, *replicas)])
+    finally:
+        for replica in replicas:
+            replica.close()
+    assert _kinds(outcomes) == ["NotFound"] * (RACERS - 1) + ["ok"], outcomes
 
 
 # -- 2. a read-only database ---------------------------------------------------------------

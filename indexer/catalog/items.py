@@ -10,7 +10,7 @@ import numpy as np
 from indexer.catalog.collections import get_collection
 from indexer.catalog.context import Context
 from indexer.core.errors import NotFound, missing_items
-from indexer.store import repository
+from indexer.store import change_log, repository
 from indexer.store.models import Item
 
 
@@ -60,6 +60,10 @@ def delete_items(ctx: Context, collection_name: str, ids: Sequence[int]) -> list
     with ctx.indexes.writing(collection.id):
         try:
             with ctx.sessions.begin() as session:
+                # The write-order lock before the look-up: servers deleting the same items
+                # at once take turns, and the later ones find them gone (NotFound) instead
+                # of each answering that it deleted them.
+                change_log.serialise_writers(session)
                 found = repository.get_items(session, collection.id, wanted)
                 missing = [i for i in wanted if i not in found]
                 if missing:
