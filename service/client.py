@@ -124,10 +124,14 @@ class StrataClient(LabelsClientMixin, InsightClientMixin, BrowseClientMixin):
         connection and leaves it open on close: many clients, one per token, can share it."""
         self.target = target or default_server()
         self.timeout = timeout
-        credentials = channel_credentials(root_certificates, private_key, certificate_chain)
-        self.tls = credentials is not None
         self._owns_channel = channel is None
-        self._channel = channel or open_channel(self.target, credentials)
+        if channel is None:
+            credentials = channel_credentials(root_certificates, private_key, certificate_chain)
+            self.tls = credentials is not None
+            channel = open_channel(self.target, credentials)
+        else:  # the certificates only say how the shared channel was opened (for hints)
+            self.tls = root_certificates is not None or private_key is not None
+        self._channel = channel
         token = token if token is not None else os.environ.get("STRATA_TOKEN") or None
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.stub = pb_grpc.StrataStub(self._channel)

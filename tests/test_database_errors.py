@@ -437,7 +437,7 @@ def test_refused_connection_at_start_up_has_a_start_up_hint(tmp_path: Path) -> N
 
 def test_a_database_that_does_not_exist_is_one_line(database_kind: str, tmp_path: Path) -> None:
     if database_kind != "postgresql":
-        pytest.skip("SQLite makes the file")
+        pytest.skip("SQLite creates a missing database file: there is no missing database to name")
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     status, lines = _serve(f"{base}/strata_no_such_database", tmp_path)
     assert status == 2, (status, lines)

@@ -27,7 +27,6 @@ from indexer.engine.extract import embed_prepared
 from indexer.imaging.prepare import PreparedImage
 from indexer.imaging.thumbnail import Thumbnail
 from indexer.store import repository
-from indexer.store.models import Item
 from indexer.store.thumbnail_repository import put_thumbnails
 
 log = logging.getLogger(__name__)
@@ -145,20 +144,23 @@ def _store(
     names = [image.name for _, image in good]
     with ctx.sessions() as session:
         known = {
-            uri: item.content_hash
+            uri: (item.content_hash, item.id)
             for uri, item in repository.find_items_by_uri(session, collection.id, names).items()
         }
     to_embed: list[tuple[int, PreparedImage]] = []
-    annotated: list[int] = []  # unchanged, sent with labels or metadata to add
+    # Unchanged items sent with labels or metadata to add: item id -> (labels, metadata).
+    annotations: dict[int, tuple[Sequence[str], Mapping[str, str]]] = {}
     for position, image in good:  # one uri at most once here (see _rounds)
-        if known.get(image.name) == image.content_hash:
+        content_hash, item_id = known.get(image.name, (None, 0))
+        if content_hash == image.content_hash:
             results[position] = AddResult(image.name, "unchanged")
             if inputs[position].labels or inputs[position].metadata:
-                annotated.append(position)
+                annotations[item_id] = (inputs[position].labels, inputs[position].metadata)
             continue
         to_embed.append((position, image))
-    if annotated:
-        _annotate_unchanged(ctx, collection, [inputs[p] for p in annotated])
+    if annotations:  # only labels and metadata to write for these
+        with ctx.sessions.begin() as session:
+            repository.annotate_items(session, annotations)
     if not to_embed:
         _fill_unchanged_ids(ctx, collection, results)
         return
@@ -211,18 +213,6 @@ def _store(
         status, item_id = written.outcomes[row]
         results[position] = AddResult(inputs[position].uri, status, item_id)
     _fill_unchanged_ids(ctx, collection, results)
-
-
-def _annotate_unchanged(
-    ctx: Context, collection: CollectionInfo, inputs: Sequence[ImageInput]
-) -> None:
-    """Images already stored as sent: only their labels and metadata are written."""
-    with ctx.sessions.begin() as session:
-        items = repository.find_items_by_uri(session, collection.id, [i.uri for i in inputs])
-        repository.annotate_items(
-            session,
-            {items[i.uri].id: (i.labels, i.metadata) for i in inputs if i.uri in items},
-        )
 
 
 def _fill_unchanged_ids(
@@ -299,7 +289,13 @@ def write_items(
             # New content gets a new item id (its labels and metadata carried over): an
             # id never changes its vector, so a FAISS file saved before this commit can
             # only hold stale ids, which reconciling by id removes after a crash.
-            labels, metadata = _carried_over(old, entry)
+            # What was sent with it is added after the insert (annotate_items, below).
+            labels = [(x.label, x.source, x.confidence) for x in old.labels]
+            metadata = {m.key: m.value for m in old.meta}
+            if entry.tags:  # new content, new tags: drop the old content's
+                metadata = {k: v for k, v in metadata.items() if not is_tag_key(k)} | dict(
+                    entry.tags
+                )
             replaced_ids.append(old.id)
             replaced_rows.add(row)
             repository.delete_items(session, collection.id, [old.id])
@@ -323,26 +319,17 @@ def write_items(
         ],
     )
     put_thumbnails(session, [(item_id, entries[row].thumbnail) for row, item_id in stored])
+    repository.annotate_items(
+        session,
+        {
+            item_id: (entries[row].labels, entries[row].metadata)
+            for row, item_id in stored
+            if row in replaced_rows and (entries[row].labels or entries[row].metadata)
+        },
+    )
     for row, item_id in stored:
         outcomes[row] = ("replaced" if row in replaced_rows else "added", item_id)
     return Written([o for o in outcomes if o is not None], replaced_ids, stored)
-
-
-def _carried_over(
-    old: Item, entry: ItemToWrite
-) -> tuple[list[tuple[str, str, float]], dict[str, str]]:
-    """The labels and metadata of an item whose content is replaced: the old item's, with
-    what was sent added as annotate_items adds it (labels sent join the human labels and
-    end the predicted ones; keys sent take the new values), and the new content's tags."""
-    labels = [(x.label, x.source, x.confidence) for x in old.labels]
-    if entry.labels:
-        humans = [x for x in labels if x[1] == HUMAN]
-        have = {x[0] for x in humans}
-        labels = humans + [(x, HUMAN, 1.0) for x in dict.fromkeys(entry.labels) if x not in have]
-    metadata = {m.key: m.value for m in old.meta} | dict(entry.metadata)
-    if entry.tags:  # new content, new tags: drop the old content's
-        metadata = {k: v for k, v in metadata.items() if not is_tag_key(k)} | dict(entry.tags)
-    return labels, metadata
 
 
 def _content_hash(image: PreparedImage) -> str:
